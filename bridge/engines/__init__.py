@@ -1,0 +1,1 @@
+"""Realtime engines behind one interface (engines.base.Engine): Gemini Live, OpenAI Realtime, cascade."""
