@@ -1,0 +1,1 @@
+"""Fake model servers that speak the real wire protocols, for tests and the benchmark."""
