@@ -93,15 +93,14 @@ class Scoring(_Strict):
     hot: HotRule
 
 
-_DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_DAY_NAMES: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class Window(_Strict):
     """A daily calling window in the lead's local time; `end` before `start` crosses midnight."""
 
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
-        default_factory=lambda: list(_DAY_NAMES[:5])
-    )
+    days: list[Day] = Field(default_factory=lambda: list(_DAY_NAMES[:5]))
     start: time
     end: time
 
