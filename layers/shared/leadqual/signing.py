@@ -46,7 +46,8 @@ def verify_webhook(
         if sep:
             parts.setdefault(key, []).append(value)
     stamps, sigs = parts.get("t", []), parts.get("v1", [])
-    if len(stamps) != 1 or not stamps[0].isdigit() or not sigs:
+    # isascii: str.isdigit() also accepts digits like "²" that int() refuses.
+    if len(stamps) != 1 or not (stamps[0].isascii() and stamps[0].isdigit()) or not sigs:
         raise SignatureError("malformed signature header")
     t = int(stamps[0])
     current = time.time() if now is None else now
@@ -80,7 +81,7 @@ def verify_bridge_token(
     if not token:
         raise TokenError("missing token")
     exp_s, sep, sig = token.partition(".")
-    if not sep or not exp_s.isdigit() or len(sig) != 64:
+    if not sep or not (exp_s.isascii() and exp_s.isdigit()) or len(sig) != 64:
         raise TokenError("malformed token")
     expected = _hmac_hex(secret, f"{session_id}.{exp_s}".encode())
     if not hmac.compare_digest(expected, sig):
