@@ -12,16 +12,44 @@ from datetime import time
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import phonenumbers
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from leadqual.models import AnswerValue, EndReason, Lead
 
 
 class CampaignError(ValueError):
     """A campaign file that cannot be used; the message names the file and the bad key."""
+
+
+class _KeyError(ValueError):
+    """A validator's complaint about one key below the model that raised it (e.g. `choices`)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+PLACEHOLDERS = ("first_name", "name", "company", "agent_name", "agent_company", "disclosure")
+_PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
+
+
+def _check_placeholders(key: str, text: str) -> None:
+    for name in _PLACEHOLDER_RE.findall(text):
+        if name not in PLACEHOLDERS:
+            raise _KeyError(key, f"unknown placeholder {{{name}}}; use one of {', '.join(PLACEHOLDERS)}")
 
 
 class _Strict(BaseModel):
@@ -54,8 +82,36 @@ class Question(_Strict):
     @model_validator(mode="after")
     def _choices_match_type(self) -> Question:
         if self.type is AnswerType.CHOICE and not self.choices:
-            raise ValueError("a 'choice' question needs 'choices'")
+            raise _KeyError("choices", "a 'choice' question needs choices")
+        if self.type is not AnswerType.CHOICE and self.choices:
+            raise _KeyError("choices", "only 'choice' questions take choices")
+        folded = [c.strip().casefold() for c in self.choices]
+        if len(set(folded)) != len(folded) or not all(folded):
+            raise _KeyError("choices", "choices must be distinct and not empty")
+        _check_placeholders("ask", self.ask)
+        if self.end_when is not None:
+            problem = value_problem(self, self.end_when.equals)
+            if problem:
+                raise _KeyError("end_when.equals", problem)
         return self
+
+
+def value_problem(question: Question, value: AnswerValue) -> str | None:
+    """Why `value` can never be an answer to `question` (None if it can)."""
+    kind = question.type
+    if kind is AnswerType.YES_NO and not isinstance(value, bool):
+        return f"{question.id} is a yes_no question: use true or false, not {value!r}"
+    if kind in (AnswerType.NUMBER, AnswerType.TIMELINE) and (
+        isinstance(value, bool) or not isinstance(value, int | float)
+    ):
+        return f"{question.id} is a {kind.value} question: use a number, not {value!r}"
+    if kind is AnswerType.CHOICE and (
+        not isinstance(value, str) or value.strip().casefold() not in {c.casefold() for c in question.choices}
+    ):
+        return f"{value!r} is not one of {question.id}'s choices ({', '.join(question.choices)})"
+    if kind is AnswerType.TEXT and not isinstance(value, str):
+        return f"{question.id} is a text question: use a string, not {value!r}"
+    return None
 
 
 class Op(StrEnum):
@@ -76,7 +132,8 @@ class Rule(_Strict):
     op: Op
     value: AnswerValue | list[AnswerValue]
     points: int = 0
-    describe: str = ""  # human wording for explanations, e.g. "decides on purchases"
+    describe: str = ""  # human wording for explanations, e.g. "makes buying decisions"
+    describe_not: str = ""  # its negation, when the automatic one reads badly ("does not make …")
 
 
 class HotRule(_Strict):
@@ -95,23 +152,84 @@ class Scoring(_Strict):
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _DAY_NAMES: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAY_GROUPS = {"daily": _DAY_NAMES, "weekdays": _DAY_NAMES[:5], "weekends": _DAY_NAMES[5:]}
+_DAYS_SCHEMA = WithJsonSchema(
+    {
+        "anyOf": [
+            {"type": "array", "items": {"enum": list(_DAY_NAMES)}, "minItems": 1},
+            {
+                "type": "string",
+                "pattern": "^(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?$"
+                "|^(daily|weekdays|weekends)$",
+            },
+        ],
+        "description": "days the window opens: a list, a range like 'mon-fri', or daily/weekdays/weekends",
+    }
+)
+_TIME_SCHEMA = WithJsonSchema(
+    {
+        "type": "string",
+        "pattern": "^([01]?[0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$",
+        "description": "HH:MM, quoted",
+    }
+)
+_TIME_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$")
+
+
+def _day(name: str) -> Day:
+    text = name.strip().lower()
+    for day in _DAY_NAMES:
+        if text in (day, _FULL_DAYS[day]):
+            return day
+    raise ValueError(f"unknown day {name!r}; use mon, tue, wed, thu, fri, sat, sun")
+
+
+_FULL_DAYS = dict(
+    zip(
+        _DAY_NAMES,
+        ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"),
+        strict=True,
+    )
+)
 
 
 class Window(_Strict):
     """A daily calling window in the lead's local time; `end` before `start` crosses midnight."""
 
-    days: list[Day] = Field(default_factory=lambda: list(_DAY_NAMES[:5]))
-    start: time
-    end: time
+    days: Annotated[list[Day], _DAYS_SCHEMA] = Field(
+        default_factory=lambda: list(_DAY_NAMES[:5]), min_length=1
+    )
+    start: Annotated[time, _TIME_SCHEMA]
+    end: Annotated[time, _TIME_SCHEMA]  # `end == start` means the whole day
 
     @field_validator("days", mode="before")
     @classmethod
     def _expand_range(cls, value: Any) -> Any:
-        # Accept "mon-fri" as well as a list.
+        # Accept "mon-fri" (wrapping: "fri-mon"), "daily", "weekdays", "weekends" as well as a list.
         if isinstance(value, str):
-            first, _, last = value.partition("-")
-            a, b = _DAY_NAMES.index(first), _DAY_NAMES.index(last or first)
-            return list(_DAY_NAMES[a : b + 1])
+            text = value.strip().lower()
+            if text in _DAY_GROUPS:
+                return list(_DAY_GROUPS[text])
+            first, _, last = text.partition("-")
+            a, b = _DAY_NAMES.index(_day(first)), _DAY_NAMES.index(_day(last or first))
+            return [_DAY_NAMES[(a + i) % 7] for i in range((b - a) % 7 + 1)]
+        if isinstance(value, list):
+            return [_day(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _clock_time(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted 19:00 as the number 1140 (base 60); pydantic would take it as seconds.
+        if isinstance(value, int | float):  # bool included
+            raise ValueError(
+                'write times as quoted "HH:MM" strings (YAML reads an unquoted 19:00 as a number)'
+            )
+        if isinstance(value, str):
+            m = _TIME_RE.match(value.strip())
+            if not m:
+                raise ValueError(f'{value!r} is not a time; use "HH:MM" (24-hour)')
+            return time(int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
         return value
 
 
@@ -127,6 +245,24 @@ class Transfer(_Strict):
     handoff_line: str = "Great, let me bring in a colleague who can help you right away. One moment."
     fallback_line: str = "Sorry, my colleague is not available right now. We will call you back shortly."
     whisper: bool = True  # brief the rep with a short spoken summary where the strategy allows
+
+    @field_validator("reps")
+    @classmethod
+    def _e164(cls, reps: list[str]) -> list[str]:
+        for i, rep in enumerate(reps):
+            try:
+                valid = rep.startswith("+") and phonenumbers.is_valid_number(phonenumbers.parse(rep, None))
+            except phonenumbers.NumberParseException:
+                valid = False
+            if not valid:
+                raise _KeyError(str(i), "not a valid E.164 number (like +254711999000)")
+        return reps
+
+    @model_validator(mode="after")
+    def _lines(self) -> Transfer:
+        _check_placeholders("handoff_line", self.handoff_line)
+        _check_placeholders("fallback_line", self.fallback_line)
+        return self
 
 
 class RetryRule(_Strict):
@@ -150,6 +286,13 @@ class Voicemail(_Strict):
     policy: VoicemailPolicy = VoicemailPolicy.HANG_UP
     message: str = ""
 
+    @model_validator(mode="after")
+    def _message_when_leaving_one(self) -> Voicemail:
+        if self.policy is VoicemailPolicy.LEAVE_MESSAGE and not self.message.strip():
+            raise _KeyError("message", "policy leave_message needs a message")
+        _check_placeholders("message", self.message)
+        return self
+
 
 class Agent(_Strict):
     name: str
@@ -167,6 +310,12 @@ class Lines(_Strict):
     opt_out: str = "Understood, we will not call you again. Goodbye."
     wrong_person: str = "Sorry for the trouble. Goodbye."
     fallback: str = "Sorry, we are having technical trouble. We will call you back. Goodbye."
+
+    @model_validator(mode="after")
+    def _known_placeholders(self) -> Lines:
+        for key, text in self:
+            _check_placeholders(key, text)
+        return self
 
 
 class Limits(_Strict):
@@ -197,19 +346,54 @@ class Campaign(_Strict):
     voicemail: Voicemail = Voicemail()
     fallback_action: FallbackAction = FallbackAction.HANG_UP
 
+    @field_validator("calling_windows")
+    @classmethod
+    def _country_keys(cls, windows: dict[str, list[Window]]) -> dict[str, list[Window]]:
+        for key in windows:
+            if key != "default" and key not in phonenumbers.SUPPORTED_REGIONS:
+                hint = (
+                    f"; did you mean {key.upper()!r}?"
+                    if key.upper() in phonenumbers.SUPPORTED_REGIONS
+                    else ""
+                )
+                raise _KeyError(key, f"not an ISO country code (like KE) or 'default'{hint}")
+        return windows
+
     @model_validator(mode="after")
     def _references_exist(self) -> Campaign:
         qids = [q.id for q in self.questions]
-        if len(set(qids)) != len(qids):
-            raise ValueError("questions: duplicate question id")
-        rule_ids = {r.id for r in self.scoring.rules}
+        for i, qid in enumerate(qids):
+            if qid in qids[:i]:
+                raise _KeyError(f"questions.{i}.id", f"duplicate question id {qid!r}")
+        _check_placeholders("disclosure", self.disclosure)
+        rule_ids: list[str] = []
         for i, rule in enumerate(self.scoring.rules):
+            where = f"scoring.rules.{i}"
+            if rule.id in rule_ids:
+                raise _KeyError(f"{where}.id", f"duplicate rule id {rule.id!r}")
+            rule_ids.append(rule.id)
             if rule.question not in qids:
-                raise ValueError(f"scoring.rules.{i}.question: unknown question {rule.question!r}")
+                raise _KeyError(
+                    f"{where}.question", f"unknown question {rule.question!r}; known: {', '.join(qids)}"
+                )
+            problem = _rule_problem(rule, self.question(rule.question))
+            if problem:
+                raise _KeyError(f"{where}.{problem[0]}", problem[1])
+        hot = self.scoring.hot
         for key in ("all", "any"):
-            for rid in getattr(self.scoring.hot, key):
+            for rid in getattr(hot, key):
                 if rid not in rule_ids:
-                    raise ValueError(f"scoring.hot.{key}: unknown rule {rid!r}")
+                    raise _KeyError(
+                        f"scoring.hot.{key}", f"unknown rule {rid!r}; known: {', '.join(rule_ids)}"
+                    )
+        if not hot.all and not hot.any and hot.min_points <= 0:
+            raise _KeyError("scoring.hot", "needs at least one of all, any or a positive min_points")
+        reachable = sum(r.points for r in self.scoring.rules if r.points > 0)
+        if hot.min_points > reachable:
+            raise _KeyError(
+                "scoring.hot.min_points",
+                f"{hot.min_points} can never be reached (rules give at most {reachable})",
+            )
         return self
 
     def question(self, question_id: str) -> Question:
@@ -235,13 +419,43 @@ class Campaign(_Strict):
 
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+_ORDERED = (Op.GTE, Op.GT, Op.LTE, Op.LT)
+
+
+def _rule_problem(rule: Rule, question: Question) -> tuple[str, str] | None:
+    """(key, why) when a rule can never be evaluated sensibly against its question's answers."""
+    if rule.op is Op.IN:
+        if not isinstance(rule.value, list) or not rule.value:
+            return "value", "op 'in' needs a non-empty list of values"
+        values: list[AnswerValue] = rule.value
+    else:
+        if isinstance(rule.value, list):
+            return "value", f"op {rule.op.value!r} takes one value, not a list (use op 'in')"
+        values = [rule.value]
+    if rule.op in _ORDERED and question.type not in (AnswerType.NUMBER, AnswerType.TIMELINE):
+        return (
+            "op",
+            f"{rule.op.value!r} compares numbers, but {question.id} is a {question.type.value} question",
+        )
+    for value in values:
+        problem = value_problem(question, value)
+        if problem:
+            return "value", problem
+    return None
 
 
 def _format_errors(source: str, exc: ValidationError) -> str:
     lines = [f"{source}: invalid campaign"]
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"  {where}: {err['msg']}")
+        loc = [str(p) for p in err["loc"]]
+        msg = err["msg"]
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, _KeyError):
+            loc.append(cause.key)
+            msg = cause.message
+        elif msg.startswith("Value error, "):
+            msg = msg.removeprefix("Value error, ")
+        lines.append(f"  {'.'.join(loc) or '(top level)'}: {msg}")
     return "\n".join(lines)
 
 
