@@ -194,6 +194,14 @@ def session_config(
     }
 
 
+def pick_voice(configured: str | None, campaign_voice: str) -> str:
+    """The engine's own setting wins; a campaign voice is used only if OpenAI has it (campaigns
+    may name another engine's voice), else the default."""
+    if configured:
+        return configured
+    return campaign_voice if campaign_voice in OPENAI_VOICES else DEFAULT_VOICE
+
+
 def _render_value(value: AnswerValue) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -463,9 +471,7 @@ class OpenAIRealtimeEngine:
         instructions = (
             resume_instructions(ctx.instructions, self._answers, self._next_question) if resume else None
         )
-        voice = self._voice or (
-            ctx.campaign.agent.voice if ctx.campaign.agent.voice in OPENAI_VOICES else DEFAULT_VOICE
-        )
+        voice = pick_voice(self._voice, ctx.campaign.agent.voice)
         config = session_config(
             ctx,
             model=self.model,
