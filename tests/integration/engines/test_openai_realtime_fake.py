@@ -29,6 +29,7 @@ from bridge.engines.openai_realtime import OpenAIRealtimeEngine, OpenAIRealtimeE
 from leadqual.campaign import Campaign
 from leadqual.models import Answer, EndReason, Lead
 from local.fakes.openai_realtime import FakeOpenAIRealtime, Reply, Script, ToolCallSpec, silence, tone
+from local.fakes.tls import make_loopback_tls
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -531,3 +532,37 @@ async def test_echo_mode_serves_many_concurrent_sessions(example_campaign: Campa
     # The echo is the utterance as the VAD cut it: 300 ms of speech plus the 200 ms of silence
     # that ended the turn.
     assert echoed == [pytest.approx(500, abs=10)] * 16
+
+
+async def test_a_stable_connection_earns_its_reconnects_back(example_campaign: Campaign) -> None:
+    policy = ReconnectPolicy(max_attempts=1, initial_delay_s=0.01, max_delay_s=0.01, stable_after_s=0.2)
+    async with FakeOpenAIRealtime(api_key=KEY) as fake:
+        engine = OpenAIRealtimeEngine(KEY, url=fake.url, reconnect=policy)
+        await engine.start(make_ctx(example_campaign))
+        tap = Tap(engine)
+        await fake.drop_all()
+        await wait_for(lambda: len(fake.sessions) == 2)
+        await asyncio.sleep(0.3)  # up longer than stable_after_s: the streak starts over
+        await fake.drop_all()
+        await wait_for(lambda: len(fake.sessions) == 3)
+        await fake.drop_all()  # at once again: the one attempt of this streak is used up
+        _, failed = await tap.next(EngineFailed)
+        await engine.close()
+
+    assert engine.reconnects == 2
+    assert "connection dropped" in failed.reason
+
+
+async def test_the_engine_speaks_tls_like_the_real_endpoint(example_campaign: Campaign) -> None:
+    tls = make_loopback_tls()
+    async with FakeOpenAIRealtime(api_key=KEY, ssl_context=tls.server_context) as fake:
+        assert fake.url.startswith("wss://")
+        engine = OpenAIRealtimeEngine(KEY, url=fake.url, ssl_context=tls.client_context)
+        await engine.start(make_ctx(example_campaign))
+        tap = Tap(engine)
+        await engine.say("Hello over TLS.")
+        await tap.next(TurnComplete)
+        await engine.close()
+        await tap.stop()
+        assert fake.violations == []
+    assert fake.sessions[0].responses[0].text == "Hello over TLS."
