@@ -37,6 +37,7 @@ import json
 import math
 import re
 import ssl
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -355,6 +356,38 @@ class FakeOpenAIRealtime:
         if callable(self._script_source):
             return self._script_source()
         return Script()
+
+
+class FakeOpenAIRealtimeThread:
+    """The fake on its own event loop in a daemon thread, for sync callers (local stack, bench).
+
+    `with FakeOpenAIRealtimeThread(mode="echo") as t: ... t.url ... t.fake.sessions`; keyword
+    arguments go to FakeOpenAIRealtime. Read `t.fake` records after the calls are over.
+    """
+
+    def __init__(self, script: Script | Callable[[], Script] | None = None, **kwargs: Any) -> None:
+        self.fake = FakeOpenAIRealtime(script, **kwargs)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="fake-openai-realtime", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return self.fake.url
+
+    def __enter__(self) -> FakeOpenAIRealtimeThread:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.fake.start(), self._loop).result(timeout=10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            asyncio.run_coroutine_threadsafe(self.fake.stop(), self._loop).result(timeout=10)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop.close()
 
 
 def _default_config(model: str) -> dict[str, Any]:

@@ -28,7 +28,15 @@ from bridge.engines.base import (
 from bridge.engines.openai_realtime import OpenAIRealtimeEngine, OpenAIRealtimeError, ReconnectPolicy
 from leadqual.campaign import Campaign
 from leadqual.models import Answer, EndReason, Lead
-from local.fakes.openai_realtime import FakeOpenAIRealtime, Reply, Script, ToolCallSpec, silence, tone
+from local.fakes.openai_realtime import (
+    FakeOpenAIRealtime,
+    FakeOpenAIRealtimeThread,
+    Reply,
+    Script,
+    ToolCallSpec,
+    silence,
+    tone,
+)
 from local.fakes.tls import make_loopback_tls
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
@@ -566,3 +574,20 @@ async def test_the_engine_speaks_tls_like_the_real_endpoint(example_campaign: Ca
         await tap.stop()
         assert fake.violations == []
     assert fake.sessions[0].responses[0].text == "Hello over TLS."
+
+
+def test_the_threaded_fake_serves_sync_callers(example_campaign: Campaign) -> None:
+    async def call(url: str) -> int:
+        engine = OpenAIRealtimeEngine(KEY, url=url, turn_detection=FAST_VAD)
+        await engine.start(make_ctx(example_campaign))
+        tap = Tap(engine)
+        await speak(engine, ms=200, trailing_silence_ms=300)
+        await tap.next(TurnComplete)
+        await engine.close()
+        await tap.stop()
+        return sum(len(a.pcm) for a in tap.of(AudioOut)) // 48
+
+    with FakeOpenAIRealtimeThread(api_key=KEY, mode="echo") as served:
+        echoed_ms = asyncio.run(call(served.url))
+        assert len(served.fake.sessions) == 1
+    assert echoed_ms == 400  # 200 ms of speech and the 200 ms of silence that ended it
