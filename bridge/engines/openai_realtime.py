@@ -449,6 +449,9 @@ class OpenAIRealtimeEngine:
         try:
             first = await asyncio.wait_for(ws.recv(), timeout=self.policy.open_timeout_s)
             event = json.loads(first)
+        except asyncio.CancelledError:
+            ws.transport.abort()  # close() cancelled us mid-open: leave no socket behind
+            raise
         except (ConnectionClosed, TimeoutError, ValueError) as exc:
             await ws.close()
             raise OpenAIRealtimeError(

@@ -591,3 +591,22 @@ def test_the_threaded_fake_serves_sync_callers(example_campaign: Campaign) -> No
         echoed_ms = asyncio.run(call(served.url))
         assert len(served.fake.sessions) == 1
     assert echoed_ms == 400  # 200 ms of speech and the 200 ms of silence that ended it
+
+
+async def test_close_during_a_reconnect_ends_cleanly(example_campaign: Campaign) -> None:
+    policy = ReconnectPolicy(max_attempts=2, initial_delay_s=0.5, max_delay_s=0.5)
+    async with FakeOpenAIRealtime(api_key=KEY) as fake:
+        engine = OpenAIRealtimeEngine(KEY, url=fake.url, reconnect=policy)
+        await engine.start(make_ctx(example_campaign))
+        tap = Tap(engine)
+        await fake.drop_all()
+        await asyncio.sleep(0.05)  # the engine is waiting to reconnect
+        started = time.monotonic()
+        await engine.close()
+        await asyncio.wait_for(tap.ended.wait(), 1)
+        assert time.monotonic() - started < 0.3
+        await engine.send_audio(silence(20))  # after close: ignored, no error
+        await asyncio.sleep(0.6)
+
+    assert tap.of(EngineFailed) == []
+    assert fake.connection_attempts == 1
