@@ -26,12 +26,12 @@ $(UV):
 	$(PY312) -m venv .tools/uv
 	.tools/uv/bin/pip install --quiet uv==$(UV_VERSION)
 
-$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen --all-extras --python $(PY312)
 	@touch $@
 
-$(SAM): $(UV)
-	$(UV) venv --quiet --python $(PY312) .tools/sam
+$(SAM): | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PY312) .tools/sam
 	$(UV) pip install --quiet --python .tools/sam/bin/python aws-sam-cli==$(SAM_VERSION)
 
 install: $(VENV)/.synced $(SAM)
