@@ -19,6 +19,8 @@ Items (PK / SK):
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -58,6 +60,7 @@ _RETRYABLE_CODES = frozenset(
 )
 _FINAL_STATES = [s.value for s in CallState if s.is_final]
 _CALL_FIELDS = frozenset(CallRecord.model_fields) - {"lead_id", "attempt"}
+log = logging.getLogger(__name__)
 _SERIALIZER = TypeSerializer()
 _DESERIALIZER = TypeDeserializer()
 
@@ -446,11 +449,11 @@ class DynamoStore:
             return False
         return True
 
-    def update_call(self, lead_id: str, attempt: int, **fields: Any) -> bool:
+    def update_call(self, lead_id: str, attempt: int, **fields: Any) -> None:
         """Set fields on `CALL#<attempt>` (None removes one). Raises NotFound for a missing call.
 
         A late, non-final `state` (an `answered` arriving after `completed`) never overwrites a
-        final one: the other fields are still written and the call returns False.
+        final one; the other fields are still written.
         """
         unknown = set(fields) - _CALL_FIELDS
         if unknown:
@@ -482,10 +485,8 @@ class DynamoStore:
         except ConditionFailed as exc:
             if exc.item is None:
                 raise NotFound(f"call {lead_id}/{attempt} not found") from exc
-            rest = {k: v for k, v in values.items() if k != "state"}
-            write(rest, False)
-            return False
-        return True
+            log.info("late call state ignored", extra={"attempt": attempt, "state": str(state)})
+            write({k: v for k, v in values.items() if k != "state"}, False)
 
     def get_call(self, lead_id: str, attempt: int) -> CallRecord | None:
         item = self._get({"PK": {"S": f"LEAD#{lead_id}"}, "SK": {"S": _call_sk(attempt)}})
@@ -665,13 +666,13 @@ class DynamoStore:
             # Keys still unprocessed count as free: the conditional write is the real check.
         return [n for n in range(limit) if n not in held]
 
-    def release_slot(self, holder: str) -> bool:
-        """Give back the holder's slot; True if one was released. Safe to call twice or after expiry."""
+    def release_slot(self, holder: str) -> None:
+        """Give back the holder's slot. Safe to call twice, or after the lease expired and moved on."""
         pointer = self._get(_holder_key(holder))
         if pointer is None:
-            return False
-        released = True
-        try:
+            return
+        # If the lease expired and someone else holds the slot now, it is theirs to release.
+        with contextlib.suppress(ConditionFailed):
             self._call(
                 "delete_item",
                 Key=_slot_key(int(pointer["slot"])),
@@ -679,10 +680,7 @@ class DynamoStore:
                 ExpressionAttributeNames={"#holder": "holder"},
                 ExpressionAttributeValues={":holder": _av(holder)},
             )
-        except ConditionFailed:
-            released = False  # the lease expired and someone else holds the slot now
         self._call("delete_item", Key=_holder_key(holder))
-        return released
 
     # -- event dedupe ------------------------------------------------------------------------------
     def mark_event(self, event_id: str, ttl_s: int = 7 * 86400) -> bool:
