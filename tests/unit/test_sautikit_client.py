@@ -368,6 +368,20 @@ def test_supervision_request_shape_and_conflict() -> None:
     assert not info.value.retryable
 
 
+def test_update_and_stop_supervision() -> None:
+    client, script, _ = make_client(
+        [httpx.Response(503), httpx.Response(200, json={"mode": "listen"}), httpx.Response(204)]
+    )
+    assert client.update_supervision("HD_0123456789ab", mode="listen") == {"mode": "listen"}
+    client.stop_supervision("HD_0123456789ab")
+    assert [(r.method, r.url.path) for r in script.requests] == [
+        ("PATCH", "/v1/calls/HD_0123456789ab/supervision"),
+        ("PATCH", "/v1/calls/HD_0123456789ab/supervision"),
+        ("DELETE", "/v1/calls/HD_0123456789ab/supervision"),
+    ]
+    assert script.bodies()[:2] == [{"mode": "listen"}] * 2
+
+
 def test_set_number_routing_patch_style() -> None:
     client, script, _ = make_client([httpx.Response(200, json={"id": "n1"}), httpx.Response(200, json={})])
     assert client.set_number_routing("n1", routing_url="https://h/voice") == {"id": "n1"}

@@ -391,6 +391,17 @@ class SautikitClient:
         )
         return self._json(response, retryable=bool(idempotency_key))
 
+    def update_supervision(self, call_or_session_id: str, *, mode: str) -> dict[str, Any]:
+        """`PATCH /v1/calls/{id}/supervision {mode}`: switch listen/whisper/barge (409 while ringing)."""
+        response = self.request(
+            "PATCH", f"/v1/calls/{_seg(call_or_session_id)}/supervision", json={"mode": mode}, idempotent=True
+        )
+        return self._json(response, retryable=True) if response.content else {}
+
+    def stop_supervision(self, call_or_session_id: str) -> None:
+        """`DELETE /v1/calls/{id}/supervision`; idempotent on the platform."""
+        self.request("DELETE", f"/v1/calls/{_seg(call_or_session_id)}/supervision")
+
     # -- numbers and wallet ------------------------------------------------------------------------
     def set_number_routing(
         self, number_id: str, *, routing_url: str, events_url: str | None = None
