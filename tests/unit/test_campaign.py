@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from datetime import time
 from pathlib import Path
 from typing import Any
@@ -327,13 +328,14 @@ def test_json_schema_is_valid_and_accepts_the_example(data: dict[str, Any]) -> N
 
 def test_json_schema_flags_what_editors_should_flag(data: dict[str, Any]) -> None:
     schema = json.loads(json_schema())
-    for mutate in (
+    mutations: list[Callable[[dict[str, Any]], object]] = [
         lambda d: d["agent"].pop("name"),
         lambda d: d["transfer"].update(ring_timout_s=20),
         lambda d: d["calling_windows"]["KE"][0].update(end=1140),
         lambda d: d["calling_windows"]["KE"][0].update(days="weekdayz"),
         lambda d: d["questions"][0].update(type="essay"),
-    ):
+    ]
+    for mutate in mutations:
         broken = copy.deepcopy(data)
         mutate(broken)
         with pytest.raises(jsonschema.ValidationError):

@@ -84,7 +84,7 @@ def test_example_goes_cold_on_the_first_disqualifying_answer(example_campaign: C
 
 
 def test_edges_of_the_example_rules(example_campaign: Campaign) -> None:
-    base = {"decision_maker": True, "timeline": 3}
+    base: dict[str, AnswerValue] = {"decision_maker": True, "timeline": 3}
     assert score(example_campaign, {**base, "seats": 10}).verdict is Verdict.HOT  # gte 10
     assert score(example_campaign, {**base, "seats": 9}).verdict is Verdict.COLD
     assert score(example_campaign, {**base, "seats": 10, "timeline": 4}).verdict is Verdict.COLD  # lte 3
@@ -110,7 +110,7 @@ def test_none_counts_as_answered_but_unusable(example_campaign: Campaign) -> Non
 
 
 def test_scoring_is_deterministic_whatever_the_order(example_campaign: Campaign) -> None:
-    a = {"timeline": 2, "seats": 40, "decision_maker": True}
+    a: dict[str, AnswerValue] = {"timeline": 2, "seats": 40, "decision_maker": True}
     b = dict(reversed(list(a.items())))
     assert score(example_campaign, a) == score(example_campaign, b) == score(example_campaign, a)
 
@@ -222,8 +222,9 @@ def test_a_penalty_still_unanswered_keeps_hot_from_being_certain() -> None:
     waiting = score(c, {"budget": True, "seats": 80})
     assert waiting.verdict is Verdict.UNDECIDED
     assert waiting.missing == ["timeline", "plan"]
-    assert score(c, {"budget": True, "seats": 80, "plan": "Pro"}).verdict is Verdict.HOT
-    starter = score(c, {"budget": True, "seats": 80, "plan": "Starter", "timeline": 12})
+    pro: dict[str, AnswerValue] = {"budget": True, "seats": 80, "plan": "Pro"}
+    assert score(c, pro).verdict is Verdict.HOT
+    starter = score(c, {**pro, "plan": "Starter", "timeline": 12})
     assert starter.verdict is Verdict.COLD
     assert starter.points == 20
 

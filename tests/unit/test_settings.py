@@ -269,10 +269,12 @@ def test_from_env_reads_os_environ_only_when_called(monkeypatch: pytest.MonkeyPa
 
 
 def test_models_are_frozen_and_constructible_by_name() -> None:
-    s = BridgeSettings(table_name="tbl", sautikit_api_key="k", bridge_token_secret="b")
+    s = BridgeSettings.model_validate(
+        {"table_name": "tbl", "sautikit_api_key": "k", "bridge_token_secret": "b"}
+    )
     assert s.port == 8080
     with pytest.raises(ValueError, match="frozen"):
-        s.port = 1  # type: ignore[misc]
+        s.port = 1
 
 
 def test_the_default_resolver_reads_secrets_manager(monkeypatch: pytest.MonkeyPatch) -> None:
