@@ -340,3 +340,41 @@ def test_json_schema_flags_what_editors_should_flag(data: dict[str, Any]) -> Non
         mutate(broken)
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(broken, schema)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("id",), "my campaign", "id: String should match pattern"),
+        (("disclosure",), "", "disclosure: String should have at least 1 character"),
+        (("questions", 0, "ask"), "", "questions.0.ask: String should have at least 1 character"),
+        (("questions", 0, "type"), "essay", "questions.0.type: Input should be 'yes_no', 'number', 'choice'"),
+        (("agent", "voice_speed"), 2, "agent.voice_speed: Extra inputs are not permitted"),
+        (
+            ("limits", "silence_timeout_s"),
+            1,
+            "limits.silence_timeout_s: Input should be greater than or equal to 2",
+        ),
+        (
+            ("limits", "max_call_seconds"),
+            7200,
+            "limits.max_call_seconds: Input should be less than or equal to 3600",
+        ),
+        (("fallback_action",), "panic", "fallback_action: Input should be 'hang_up' or 'transfer'"),
+        (("voicemail", "policy"), "sing", "voicemail.policy: Input should be 'hang_up' or 'leave_message'"),
+        (
+            ("transfer", "ring_timeout_s"),
+            121,
+            "transfer.ring_timeout_s: Input should be less than or equal to 120",
+        ),
+        (("retries", "max_attempts"), 11, "retries.max_attempts: Input should be less than or equal to 10"),
+    ],
+)
+def test_field_constraints_name_their_key(
+    data: dict[str, Any], path: tuple[str | int, ...], value: Any, message: str
+) -> None:
+    target: Any = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    assert message in error_of(data)
