@@ -1,0 +1,367 @@
+"""One conversation end to end against an in-memory socket and the scripted fake engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from bridge_harness import SID, Harness
+
+from bridge.engines.base import AudioOut, EngineFailed, Interrupted, TurnComplete
+from bridge.engines.fake import FakeEngine, FakeStep
+from bridge.protocol import KILL_AUDIO
+from bridge.testing import PatchingCarrier, RecordingCarrier
+from leadqual.campaign import Campaign, FallbackAction, TransferStrategy, VoicemailPolicy
+from leadqual.errors import SautikitError
+from leadqual.models import EndReason, Outcome
+
+HOT_SCRIPT = [
+    FakeStep(tools=(("record_answer", {"question_id": "good_time", "value": "yes", "quote": "yes sure"}),)),
+    FakeStep(
+        tools=(("record_answer", {"question_id": "decision_maker", "value": "yes", "quote": "I decide"}),)
+    ),
+    FakeStep(tools=(("record_answer", {"question_id": "seats", "value": "forty", "quote": "about forty"}),)),
+    FakeStep(
+        tools=(("record_answer", {"question_id": "timeline", "value": "next month", "quote": "next month"}),)
+    ),
+]
+COLD_SCRIPT = [
+    FakeStep(tools=(("record_answer", {"question_id": "good_time", "value": "yes", "quote": "ok"}),)),
+    FakeStep(
+        tools=(("record_answer", {"question_id": "decision_maker", "value": "no", "quote": "my boss"}),)
+    ),
+]
+
+
+def with_transfer(campaign: Campaign, **changes: Any) -> Campaign:
+    return campaign.model_copy(update={"transfer": campaign.transfer.model_copy(update=changes)})
+
+
+def engine(script: list[FakeStep] | None = None, **kwargs: Any) -> FakeEngine:
+    return FakeEngine(script=script or [], ms_per_word=10, min_reply_ms=100, **kwargs)
+
+
+async def answer_all(h: Harness, turns: int) -> None:
+    for _ in range(turns):
+        await h.agent_done()
+        said = len(h.engine.tool_results)
+        await h.speak()
+        await h.until(lambda s=said: len(h.engine.tool_results) > s)
+
+
+async def test_greets_at_once_resampled_and_framed(example_campaign: Campaign) -> None:
+    h = await Harness(example_campaign, engine()).start()
+    assert h.ws is not None
+    await h.until(lambda: len(h.ws.audio()) > 5)
+    assert h.engine.started is not None
+    assert h.engine.said[0].startswith("Hi Wanjiku, this is Amina from Acme CRM.")
+    assert h.engine.said[0].endswith("Is now a good time for three quick questions?")
+    # 24 kHz from the engine, 16 kHz to the platform, in 640-byte frames.
+    frames = h.ws.audio()
+    assert all(len(f) == 640 for f in frames[:-1])
+    await h.until(lambda: h.engine._events.empty() and h.conv is not None and not h.conv._in_turn)
+    total = sum(len(f) for f in h.ws.audio())
+    assert abs(total - 16000 * 2 * 0.27) < 640 * 2  # 27 words * 10 ms, at 16 kHz
+    assert h.conv is not None
+    assert h.conv.metrics.ttfw_ms is not None
+    assert h.conv.metrics.ttfw_ms < 200
+    h.ws.carrier_closes()
+    await h.finished()
+    assert h.store.calls[("L1", 1)]["time_to_first_word_ms"] == pytest.approx(h.conv.metrics.ttfw_ms, abs=0.2)
+    assert h.store.calls[("L1", 1)]["session_id"] == SID
+    record = json.loads(h.metrics[-1])
+    assert record["TimeToFirstWordMs"] == pytest.approx(h.conv.metrics.ttfw_ms, abs=0.2)
+    assert record["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Leadqual"
+    assert record["outcome"] == "cold_closed"  # hung up before any decision
+    assert record["reason"] == "lead hung up"
+
+
+async def test_hot_dial_after_stream_closes_the_socket_after_the_handoff(example_campaign: Campaign) -> None:
+    h = await Harness(example_campaign, engine(HOT_SCRIPT)).start()
+    assert h.ws is not None
+    await answer_all(h, 4)
+    await h.finished()
+    handoff = example_campaign.transfer.handoff_line
+    assert h.engine.said[-1] == handoff
+    assert h.ws.closed_with == (1000, "transfer")
+    assert h.carrier.calls == []  # no REST hangup: closing the stream runs the <Dial>
+    # The handoff line was heard before the socket closed: last frame + its playout < close time.
+    assert h.conv is not None
+    assert h.conv.clock.play_end <= asyncio.get_running_loop().time()
+    outcome, sc, _ = h.store.outcomes["L1"]
+    assert outcome is Outcome.HOT_TRANSFERRED
+    assert sc is not None
+    assert sc.verdict.value == "hot"
+    assert h.store.calls[("L1", 1)]["transferred_to"] == "+254711999000"
+    assert [a.value for a in h.store.answers["L1"].values()] == [True, True, 40, 1]
+    # The rep's briefing went out with the answers and reasons.
+    (msg,) = h.notifier.messages
+    assert msg["session_id"] == SID
+    assert [a["question_id"] for a in msg["answers"]] == ["good_time", "decision_maker", "seats", "timeline"]
+    assert msg["score"]["verdict"] == "hot"
+    assert h.ws.sent_after_close == 0
+    metrics = json.loads(h.metrics[-1])
+    assert (metrics["LeadsHot"], metrics["Transfers"]) == (1, 1)
+
+
+async def test_each_answer_is_saved_before_the_model_hears_the_result(example_campaign: Campaign) -> None:
+    eng = engine(HOT_SCRIPT[:2])
+    h = Harness(example_campaign, eng)
+    seen_at_save: list[int] = []
+    original = h.store.save_answer
+
+    def save(lead_id: str, answer: Any) -> None:
+        seen_at_save.append(len(eng.tool_results))
+        original(lead_id, answer)
+
+    h.store.save_answer = save  # type: ignore[method-assign]
+    await h.start()
+    await answer_all(h, 2)
+    assert seen_at_save == [0, 1]  # saved while the model still waited for its tool result
+    assert eng.tool_results[0][1]["status"] == "continue"
+    assert eng.tool_results[0][1]["next_question_id"] == "decision_maker"
+    assert h.ws is not None
+    h.ws.carrier_closes()
+    await h.finished()
+
+
+async def test_cold_says_closing_then_hangs_up_over_rest(example_campaign: Campaign) -> None:
+    h = await Harness(example_campaign, engine(COLD_SCRIPT)).start()
+    assert h.ws is not None
+    await answer_all(h, 2)
+    await h.finished()
+    assert h.engine.said[-1] == "Thanks for your time, Wanjiku. Have a great day. Goodbye."
+    assert h.carrier.methods() == ["hangup"]
+    assert h.carrier.calls[0][1] == SID
+    # Never just closed before the hangup: the carrier closed it (on_hangup) or we did after.
+    assert h.ws.closed_with is None or h.ws.closed_with[0] == 1000
+    assert h.store.outcomes["L1"][0] is Outcome.COLD_CLOSED
+    assert json.loads(h.metrics[-1])["LeadsCold"] == 1
+
+
+async def test_hangup_waits_until_the_closing_line_is_heard(example_campaign: Campaign) -> None:
+    h = Harness(example_campaign, engine(COLD_SCRIPT))
+    hung_up_at: list[float] = []
+    loop = asyncio.get_running_loop()
+    h.carrier.on_hangup = lambda _sid: hung_up_at.append(loop.time())
+    await h.start()
+    h.carrier.on_hangup = lambda _sid: (
+        hung_up_at.append(loop.time()),
+        h.ws.carrier_closes() if h.ws else None,
+    )
+    await answer_all(h, 2)
+    await h.finished()
+    assert h.conv is not None
+    assert hung_up_at[0] >= h.conv.clock.play_end
+
+
+async def test_supervise_barge_with_whisper_briefs_then_patches_and_falls_silent(
+    example_campaign: Campaign,
+) -> None:
+    campaign = with_transfer(example_campaign, strategy=TransferStrategy.SUPERVISE_BARGE, whisper=True)
+    carrier = PatchingCarrier()
+    h = await Harness(campaign, engine(HOT_SCRIPT), carrier=carrier).start()
+    assert h.ws is not None
+    assert h.conv is not None
+    await answer_all(h, 4)
+    await h.until(lambda: "update_supervision" in carrier.methods())
+    assert carrier.methods() == ["start_supervision", "update_supervision"]
+    assert carrier.calls[0][2] == {"mode": "whisper", "number": "+254711999000", "key": "lq-L1-1-transfer"}
+    assert carrier.calls[1][2] == {"mode": "barge"}
+    assert h.engine.said[-2] == campaign.transfer.handoff_line
+    assert h.engine.said[-1].startswith("I'm connecting you with Wanjiku Kamau from Duka Ltd, who ")
+    # Silent: the socket stays open and nothing more is sent while the rep talks.
+    await h.until(lambda: h.conv is not None and h.conv.result.silent)
+    sent = len(h.ws.sent)
+    await h.speak()
+    await asyncio.sleep(0.3)
+    assert len(h.ws.sent) == sent
+    assert h.ws.closed_with is None
+    assert not h.task.done()  # type: ignore[union-attr]
+    h.ws.carrier_closes()  # the call ends on the carrier's side
+    await h.finished()
+    assert h.store.outcomes["L1"][0] is Outcome.HOT_TRANSFERRED
+    assert h.store.calls[("L1", 1)]["transferred_to"] == "+254711999000"
+
+
+async def test_supervise_barge_without_patch_goes_straight_to_barge(example_campaign: Campaign) -> None:
+    campaign = with_transfer(example_campaign, strategy=TransferStrategy.SUPERVISE_BARGE, whisper=True)
+    h = await Harness(campaign, engine(HOT_SCRIPT), carrier=RecordingCarrier()).start()
+    assert h.ws is not None
+    await answer_all(h, 4)
+    await h.until(lambda: h.conv is not None and h.conv.result.silent)
+    assert [(m, k["mode"]) for m, _, k in h.carrier.calls] == [("start_supervision", "barge")]
+    h.ws.carrier_closes()
+    await h.finished()
+
+
+async def test_failed_supervision_says_the_fallback_and_hangs_up(example_campaign: Campaign) -> None:
+    campaign = with_transfer(example_campaign, strategy=TransferStrategy.SUPERVISE_BARGE, whisper=False)
+    carrier = RecordingCarrier()
+    carrier.fail["start_supervision"] = SautikitError(409, "calls.supervision_in_progress", "busy", False)
+    h = await Harness(campaign, engine(HOT_SCRIPT), carrier=carrier).start()
+    await answer_all(h, 4)
+    await h.finished()
+    assert carrier.methods() == ["start_supervision", "hangup"]
+    assert h.engine.said[-1] == campaign.transfer.fallback_line
+    outcome, _, reason = h.store.outcomes["L1"]
+    assert outcome is Outcome.CALLBACK_REQUESTED
+    assert reason is not None
+    assert reason.startswith("transfer failed")
+
+
+async def test_barge_in_kills_audio_at_once_and_drops_the_rest_of_the_reply(
+    example_campaign: Campaign,
+) -> None:
+    eng = engine()
+    h = await Harness(example_campaign, eng).start()
+    assert h.ws is not None
+    assert h.conv is not None
+    await h.agent_done()  # the greeting has been heard
+    start = len(h.ws.sent)
+    loop = asyncio.get_running_loop()
+    chunk = bytes(4800)  # 100 ms at 24 kHz
+    for _ in range(10):
+        eng.emit(AudioOut(chunk))
+    await h.until(lambda: len(h.ws.sent) >= start + 49)
+    await asyncio.sleep(0.25)  # 250 ms of a 1 s reply heard
+    interrupted_at = loop.time()
+    eng.emit(Interrupted())
+    for _ in range(5):
+        eng.emit(AudioOut(chunk))  # the rest of the interrupted reply still arriving
+    eng.emit(TurnComplete())
+    await h.until(lambda: KILL_AUDIO in h.ws.texts())
+    kill_index = next(i for i, (_, m) in enumerate(h.ws.sent) if m == KILL_AUDIO)
+    kill_at = h.ws.sent[kill_index][0]
+    assert kill_at - interrupted_at < 0.02  # within one 20 ms frame
+    await h.until(lambda: len(eng.truncations) == 1)
+    assert 200 <= eng.truncations[0] <= 400
+    await asyncio.sleep(0.05)
+    assert all(isinstance(m, str) for _, m in h.ws.sent[kill_index + 1 :])  # nothing of that reply
+    assert h.conv.metrics.interruptions == 1
+    # The next reply plays normally.
+    eng.emit(AudioOut(chunk))
+    eng.emit(TurnComplete())
+    await h.until(lambda: any(isinstance(m, bytes) for _, m in h.ws.sent[kill_index + 1 :]))
+    h.ws.carrier_closes()
+    await h.finished()
+
+
+async def test_engine_failure_plays_the_local_fallback_and_hangs_up(example_campaign: Campaign) -> None:
+    eng = engine()
+    h = await Harness(example_campaign, eng).start()
+    assert h.ws is not None
+    await h.until(lambda: eng.started is not None)
+    await asyncio.sleep(0.05)
+    before = len(h.ws.audio())
+    eng.emit(EngineFailed("upstream closed 1011"))
+    await h.finished()
+    assert len(h.ws.audio()) - before >= 10  # the 200 ms local clip, framed
+    assert h.carrier.methods() == ["hangup"]
+    outcome, _, reason = h.store.outcomes["L1"]
+    assert outcome is Outcome.FAILED
+    assert reason is not None
+    assert "upstream closed 1011" in reason
+    assert json.loads(h.metrics[-1])["EngineFailures"] == 1
+
+
+async def test_engine_that_cannot_start_gets_the_fallback_action_transfer(example_campaign: Campaign) -> None:
+    campaign = example_campaign.model_copy(update={"fallback_action": FallbackAction.TRANSFER})
+    h = await Harness(campaign, engine(fail_on_start=True)).start()
+    await h.finished()
+    assert h.ws is not None
+    assert len(h.ws.audio()) >= 10  # fallback clip first
+    assert h.ws.closed_with == (1000, "transfer")
+    assert h.store.outcomes["L1"][0] is Outcome.FAILED
+    assert h.store.calls[("L1", 1)]["transferred_to"] == "+254711999000"
+
+
+async def test_opt_out_adds_to_do_not_call_before_the_goodbye(example_campaign: Campaign) -> None:
+    h = await Harness(
+        example_campaign, engine([FakeStep(tools=(("end_call", {"reason": "opt_out"}),))])
+    ).start()
+    await h.agent_done()
+    await h.speak()
+    await h.finished()
+    assert h.store.dnc == {"+254711000111": "opted out on a call"}
+    assert h.engine.said[-1] == example_campaign.lines.opt_out
+    assert h.carrier.methods() == ["hangup"]
+    assert h.store.outcomes["L1"][0] is Outcome.OPTED_OUT
+
+
+@pytest.mark.parametrize("policy", [VoicemailPolicy.HANG_UP, VoicemailPolicy.LEAVE_MESSAGE])
+async def test_voicemail_policy(example_campaign: Campaign, policy: VoicemailPolicy) -> None:
+    message = "Hi {first_name}, Amina from Acme CRM. We will try again soon."
+    campaign = example_campaign.model_copy(
+        update={
+            "voicemail": example_campaign.voicemail.model_copy(update={"policy": policy, "message": message})
+        }
+    )
+    h = await Harness(campaign, engine([FakeStep(tools=(("end_call", {"reason": "voicemail"}),))])).start()
+    await h.agent_done()
+    await h.speak()
+    await h.finished()
+    assert h.carrier.methods() == ["hangup"]
+    assert h.store.outcomes["L1"][0] is Outcome.VOICEMAIL
+    left = h.engine.said[-1] == "Hi Wanjiku, Amina from Acme CRM. We will try again soon."
+    assert left is (policy is VoicemailPolicy.LEAVE_MESSAGE)
+    assert len(h.engine.said) == (2 if left else 1)
+
+
+async def test_callback_request_from_end_when(example_campaign: Campaign) -> None:
+    step = FakeStep(
+        tools=(("record_answer", {"question_id": "good_time", "value": "no", "quote": "driving"}),)
+    )
+    h = await Harness(example_campaign, engine([step])).start()
+    await h.agent_done()
+    await h.speak()
+    await h.finished()
+    assert h.engine.said[-1] == example_campaign.lines.callback
+    assert h.store.outcomes["L1"][0] is Outcome.CALLBACK_REQUESTED
+    assert EndReason.CALLBACK_REQUESTED.outcome is Outcome.CALLBACK_REQUESTED
+
+
+@pytest.mark.slow
+async def test_silence_nudges_once_then_closes(example_campaign: Campaign) -> None:
+    campaign = example_campaign.model_copy(
+        update={"limits": example_campaign.limits.model_copy(update={"silence_timeout_s": 2.0})}
+    )
+    h = await Harness(campaign, engine()).start()
+    await h.finished(limit_s=15)
+    assert h.engine.said[1] == "Sorry, are you still there?"
+    assert h.engine.said[-1] == campaign.render(campaign.lines.closing, h.conv.lead)  # type: ignore[union-attr, arg-type]
+    assert h.carrier.methods() == ["hangup"]
+    outcome, _, reason = h.store.outcomes["L1"]
+    assert (outcome, reason) == (Outcome.COLD_CLOSED, "no response")
+
+
+async def test_store_failure_does_not_stop_the_call(example_campaign: Campaign) -> None:
+    h = Harness(example_campaign, engine(COLD_SCRIPT))
+    h.store.fail_saves = True
+    await h.start()
+    await answer_all(h, 2)
+    await h.finished()
+    assert h.carrier.methods() == ["hangup"]
+    assert h.store.outcomes["L1"][0] is Outcome.COLD_CLOSED
+
+
+async def test_unknown_session_hangs_up_and_opens_no_engine(example_campaign: Campaign) -> None:
+    h = Harness(example_campaign, engine())
+    h.store.sessions.clear()
+    await h.start()
+    await h.finished()
+    assert h.engines_made == 0
+    assert h.carrier.methods() == ["hangup"]
+
+
+async def test_abort_mid_call_hangs_up(example_campaign: Campaign) -> None:
+    h = await Harness(example_campaign, engine()).start()
+    await h.until(lambda: h.engine.started is not None)
+    assert h.conv is not None
+    h.conv.abort()
+    await h.finished()
+    assert h.carrier.methods() == ["hangup"]
+    outcome, _, reason = h.store.outcomes["L1"]
+    assert (outcome, reason) == (Outcome.FAILED, "bridge shutdown")
