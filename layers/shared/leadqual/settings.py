@@ -195,8 +195,9 @@ class _CommonSettings(_SautikitSettings):
 
 
 class DialerSettings(_CommonSettings):
-    """The SQS-triggered dialer."""
+    """The SQS-triggered dialer. It receives no webhooks, so it needs no webhook secret."""
 
+    webhook_secret: str | None = _secret("WEBHOOK_SECRET", None)  # type: ignore[assignment]  # not used here
     max_concurrent_calls: int = Field(10, alias="MAX_CONCURRENT_CALLS", ge=1, le=1000)
     slot_lease_seconds: int = Field(900, alias="SLOT_LEASE_SECONDS", ge=30, le=86_400)
     voice_webhook_url: HttpUrl | None = Field(None, alias="VOICE_WEBHOOK_URL")
