@@ -1,0 +1,208 @@
+"""A simulated person on the far end of a call, driven one 20 ms frame at a time (no I/O here).
+
+Turn-taking, as a person does it over the phone:
+- The agent's turn starts at speech onset (energy above the gate for 40 ms) in what the person hears,
+  and ends after `END_OF_TURN_S` of silence. After a short human pause (`REPLY_PAUSE_S`) the person
+  says the reply for that turn (`says[turn-1]`). If the agent starts again during the pause, the turn
+  simply continues. A person with fewer replies than agent turns stays silent.
+- `interrupt_on_turn: N`: reply N starts `INTERRUPT_AFTER_S` into the agent's N-th turn, over it.
+- While speaking, the person does not count turns; once done, new agent speech is a new turn.
+- A voicemail box plays its greeting, beeps and then records (hears, never answers) until the app
+  hangs up or `voicemail_max_s` passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from local.sautikit.audio import FRAME_S, SILENCE, Clip, beep
+from local.sautikit.directory import Answer, Person
+
+END_OF_TURN_S = 0.6
+REPLY_PAUSE_S = 0.25
+INTERRUPT_AFTER_S = 0.7
+ONSET_FRAMES = 2
+GREETING_DELAY_S = 0.4
+
+Note = Callable[..., None]  # note(kind, ago_s=0.0, **fields) → a timeline entry
+
+
+def _frames(seconds: float) -> int:
+    return max(1, round(seconds / FRAME_S))
+
+
+class SimulatedPerson:
+    def __init__(
+        self,
+        spec: Person,
+        replies: list[np.ndarray],
+        note: Note,
+        *,
+        hello: np.ndarray | None = None,
+        greeting: np.ndarray | None = None,
+    ) -> None:
+        self.spec = spec
+        self.replies = replies
+        self.note = note
+        self.hello = hello
+        self.greeting = greeting
+        self.voicemail = spec.answer is Answer.VOICEMAIL
+        self.frame_no = 0
+        self.speaking: Clip | None = None
+        self._speaking_meta: dict[str, Any] = {}
+        self._queue: list[tuple[Clip, dict[str, Any]]] = []
+        # turn tracking
+        self.turns = 0  # agent turns started so far
+        self.in_turn = False
+        self._onset = 0
+        self._turn_frames = 0
+        self._silent_frames = 0
+        self._turn_start_frame = 0
+        self._pending_reply_at: int | None = None
+        self._pending_turn = 0
+        self._replied_turns: set[int] = set()
+        # media start (first verb) schedules hello / greeting
+        self._media_at: int | None = None
+        self._beep_end_frame: int | None = None
+        self.voicemail_speech_frames = 0
+        self._quiet_frames = 0
+        self.hangup_reason: str | None = None
+        self.said: list[str] = []
+
+    # -- events from the call --------------------------------------------------------------------------
+    def media_started(self) -> None:
+        """The first verb started: the line now carries audio both ways."""
+        if self._media_at is None:
+            self._media_at = self.frame_no + _frames(GREETING_DELAY_S)
+
+    # -- per frame -------------------------------------------------------------------------------------
+    def mouth(self) -> np.ndarray:
+        """The person's next 20 ms (what the app hears from the lead)."""
+        self.frame_no += 1
+        if self._media_at is not None and self.frame_no == self._media_at:
+            self._on_media_ready()
+        if self.speaking is None and self._queue:
+            clip, meta = self._queue.pop(0)
+            self._begin(clip, meta)
+        if self.speaking is None:
+            return SILENCE
+        frame = self.speaking.next_frame()
+        if self.speaking.finished:
+            self._finish()
+        return frame
+
+    def ear(self, hears_speech: bool) -> None:
+        """What the person heard this frame (speech or not): drives turns, timers and hang-ups."""
+        if self.hangup_reason is None:
+            self._check_timers(hears_speech)
+        if self.voicemail:
+            if hears_speech and self._beep_end_frame is not None and self.frame_no >= self._beep_end_frame:
+                self.voicemail_speech_frames += 1
+            return
+        if self.speaking is not None:
+            return
+        if hears_speech:
+            self._onset += 1
+            self._silent_frames = 0
+            if not self.in_turn and self._onset >= ONSET_FRAMES:
+                self.in_turn = True
+                if self._pending_reply_at is not None:
+                    self._pending_reply_at = None  # the agent went on: same turn
+                else:
+                    self.turns += 1
+                    self._turn_start_frame = self.frame_no - ONSET_FRAMES + 1
+                    self._turn_frames = ONSET_FRAMES - 1
+            if self.in_turn:
+                self._turn_frames += 1
+                if (
+                    self.spec.interrupt_on_turn == self.turns
+                    and self._turn_frames >= _frames(INTERRUPT_AFTER_S)
+                    and self._has_reply(self.turns)
+                ):
+                    self._close_turn(interrupted=True)
+                    self._reply(self.turns, interrupting=True)
+            return
+        self._onset = 0
+        if self.in_turn:
+            self._silent_frames += 1
+            if self._silent_frames >= _frames(END_OF_TURN_S):
+                self.in_turn = False
+                self._close_turn(interrupted=False, trailing=self._silent_frames)
+                if self._has_reply(self.turns):
+                    self._pending_reply_at = self.frame_no + _frames(REPLY_PAUSE_S)
+                    self._pending_turn = self.turns
+        elif self._pending_reply_at is not None and self.frame_no >= self._pending_reply_at:
+            self._pending_reply_at = None
+            self._reply(self._pending_turn, interrupting=False)
+
+    # -- internals -------------------------------------------------------------------------------------
+    def _has_reply(self, turn: int) -> bool:
+        return 1 <= turn <= len(self.replies) and turn not in self._replied_turns
+
+    def _reply(self, turn: int, interrupting: bool) -> None:
+        self._replied_turns.add(turn)
+        text = self.spec.says[turn - 1]
+        self._queue.append((Clip(self.replies[turn - 1], text), {"turn": turn, "interrupting": interrupting}))
+
+    def _close_turn(self, interrupted: bool, trailing: int = 0) -> None:
+        end_frame = self.frame_no - trailing
+        self.note(
+            "agent_turn",
+            ago_s=(self.frame_no - self._turn_start_frame) * FRAME_S,
+            turn=self.turns,
+            duration_s=round((end_frame - self._turn_start_frame) * FRAME_S, 3),
+            interrupted_by_lead=interrupted,
+        )
+
+    def _begin(self, clip: Clip, meta: dict[str, Any]) -> None:
+        self.speaking = clip
+        self._speaking_meta = meta
+        if clip.label:
+            self.said.append(clip.label)
+        self.note("lead_speaks", text=clip.label, **meta)
+
+    def _finish(self) -> None:
+        meta = self._speaking_meta
+        self.speaking = None
+        self._speaking_meta = {}
+        self.note("lead_done", **{k: v for k, v in meta.items() if k in {"turn", "what"}})
+        # Fresh ears: anything the agent says from here on is a new turn.
+        self.in_turn = False
+        self._onset = 0
+        self._silent_frames = 0
+        if meta.get("what") == "greeting":
+            b = Clip(beep(), "")
+            self._queue.insert(0, (b, {"what": "beep"}))
+        elif meta.get("what") == "beep":
+            self._beep_end_frame = self.frame_no
+            self.note("voicemail_recording")
+
+    def _on_media_ready(self) -> None:
+        if self.voicemail and self.greeting is not None:
+            text = self.spec.voicemail_greeting or ""
+            self._queue.append((Clip(self.greeting, text), {"what": "greeting"}))
+        elif self.hello is not None and self.spec.hello:
+            self._queue.append((Clip(self.hello, self.spec.hello), {"what": "hello"}))
+
+    def _check_timers(self, hears_speech: bool) -> None:
+        if self.spec.hangup_after_s is not None and self.frame_no * FRAME_S >= self.spec.hangup_after_s:
+            self.hangup_reason = "hangup_after_s"
+            return
+        if self.voicemail and self._beep_end_frame is not None:
+            if (self.frame_no - self._beep_end_frame) * FRAME_S >= self.spec.voicemail_max_s:
+                self.hangup_reason = "voicemail_timeout"
+            return
+        if self.spec.hangup_on_silence_s is not None:
+            if hears_speech or self.speaking is not None:
+                self._quiet_frames = 0
+            else:
+                self._quiet_frames += 1
+                if self._quiet_frames * FRAME_S >= self.spec.hangup_on_silence_s:
+                    self.hangup_reason = "silence"
+
+    @property
+    def is_speaking(self) -> bool:
+        return self.speaking is not None

