@@ -10,7 +10,11 @@ from collections.abc import Sequence
 
 # subcommand -> (module, function, help). The function takes the parsed args and returns an exit code.
 _COMMANDS: dict[str, tuple[str, str, str]] = {
-    "enqueue": ("leadqual.commands.enqueue", "run", "validate a CSV/JSONL lead file and send valid leads to SQS"),
+    "enqueue": (
+        "leadqual.commands.enqueue",
+        "run",
+        "validate a CSV/JSONL lead file and send valid leads to SQS",
+    ),
     "report": ("leadqual.commands.report", "run", "export results (CSV or JSON) with totals"),
     "configure-number": (
         "leadqual.commands.configure_number",
