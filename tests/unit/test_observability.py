@@ -170,6 +170,7 @@ def test_metric_names_are_the_contract() -> None:
         "DialFailures",
         "WebhookRejected",
         "LeadsDeferred",
+        "WalletBalanceMinor",
     }
     assert unit_of(Metric.BILLED_SECONDS).value == "Seconds"
     assert unit_of(Metric.TIME_TO_FIRST_WORD_MS).value == "Milliseconds"

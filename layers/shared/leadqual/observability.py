@@ -38,6 +38,7 @@ class Metric(StrEnum):
     BRIDGE_ACTIVE_SESSIONS = "BridgeActiveSessions"
     DIAL_FAILURES = "DialFailures"
     WEBHOOK_REJECTED = "WebhookRejected"
+    WALLET_BALANCE_MINOR = "WalletBalanceMinor"  # a gauge: the low-wallet alarm reads its minimum
 
 
 METRIC = Metric  # the name the contracts use
@@ -45,6 +46,7 @@ METRIC_UNITS: dict[Metric, MetricUnit] = {
     Metric.BILLED_SECONDS: MetricUnit.Seconds,
     Metric.COST_KES: MetricUnit.NoUnit,
     Metric.TIME_TO_FIRST_WORD_MS: MetricUnit.Milliseconds,
+    Metric.WALLET_BALANCE_MINOR: MetricUnit.NoUnit,
 }  # everything else counts
 
 
