@@ -301,7 +301,8 @@ class FakeGeminiLive:
         self._handles: dict[str, tuple[_Conversation, int]] = {}
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._arrivals = asyncio.Condition()  # notified when a connection or conversation is added
+        self._arrivals = asyncio.Condition()  # notified on every change wait_for() may be waiting on
+        self._wakeup_scheduled = False
 
     # lifecycle
 
@@ -361,8 +362,29 @@ class FakeGeminiLive:
 
     async def wait_sessions(self, count: int, timeout_s: float = 5.0) -> None:
         """Wait until `count` connections have arrived."""
+        await self.wait_for(lambda: len(self.sessions) >= count, timeout_s)
+
+    async def wait_for(self, predicate: Callable[[], object], timeout_s: float = 5.0) -> None:
+        """Wait until `predicate()` (typically over `sessions`) holds; it is re-checked after every
+        message the fake sends or receives and every connection that comes or goes."""
         async with asyncio.timeout(timeout_s), self._arrivals:
-            await self._arrivals.wait_for(lambda: len(self.sessions) >= count)
+            await self._arrivals.wait_for(lambda: bool(predicate()))
+
+    def _progress(self) -> None:
+        # Wake wait_for() callers without blocking the caller (a notify needs the lock).
+        if not self._wakeup_scheduled:
+            self._wakeup_scheduled = True
+            asyncio.get_running_loop().call_soon(self._wake)
+
+    def _wake(self) -> None:
+        self._wakeup_scheduled = False
+        task = asyncio.ensure_future(self._notify())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _notify(self) -> None:
+        async with self._arrivals:
+            self._arrivals.notify_all()
 
     async def wait_done(self, conversation: int = 0, timeout_s: float = 10.0) -> None:
         """Wait until a conversation has played its whole script."""
@@ -401,6 +423,7 @@ class FakeGeminiLive:
         finally:
             record.close_code = ws.close_code
             record.closed.set()
+            self._progress()
 
     async def _setup(self, conn: _Connection) -> bool:
         record, ws = conn.record, conn.ws
@@ -449,7 +472,12 @@ class FakeGeminiLive:
         conn.conv = conv
         record.conversation = conv.id
         if self.setup_delay_s:
-            await asyncio.sleep(self.setup_delay_s)
+            # Slow to answer, but a client that gives up (closes) ends the wait.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.setup_delay_s):
+                    await ws.wait_closed()
+            if ws.close_code is not None:
+                return False
         await self._send(conn, {"setupComplete": {"sessionId": f"fake-{conv.id}-{record.index}"}})
         return True
 
@@ -483,6 +511,10 @@ class FakeGeminiLive:
     # receiving
 
     async def _read(self, conn: _Connection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self._read_messages(conn)
+
+    async def _read_messages(self, conn: _Connection) -> None:
         record = conn.record
         async for raw in conn.ws:
             try:
@@ -506,6 +538,7 @@ class FakeGeminiLive:
                 record.violations.append(f"unknown message keys {sorted(message)}")
             async with conn.changed:
                 conn.changed.notify_all()
+            self._progress()
 
     def _on_realtime(self, conn: _Connection, realtime: dict[str, Any]) -> None:
         record = conn.record
@@ -519,7 +552,11 @@ class FakeGeminiLive:
             rate = re.search(r"rate=(\d+)", mime)
             if rate is None or int(rate.group(1)) != IN_RATE:
                 record.violations.append(f"audio must be audio/pcm;rate={IN_RATE}, got {mime!r}")
-            pcm = base64.b64decode(blob.get("data") or "")
+            try:
+                pcm = _b64decode(str(blob.get("data") or ""))
+            except ValueError:
+                record.violations.append("audio data that is not base64")
+                continue
             if len(pcm) % 2:
                 record.violations.append("an odd number of audio bytes")
             record.audio_bytes += len(pcm)
@@ -728,6 +765,7 @@ class FakeGeminiLive:
         if conn.conv is not None and conn.conv.active is not conn and "setupComplete" not in message:
             raise _Superseded
         await conn.ws.send(json.dumps(message))
+        self._progress()
 
     # echo mode
 
@@ -812,6 +850,12 @@ def _pick(obj: Any, camel_name: str) -> Any:
     if camel_name in obj:
         return obj[camel_name]
     return obj.get(_snake(camel_name))
+
+
+def _b64decode(data: str) -> bytes:
+    """Standard or URL-safe base64, padded or not: google-genai sends URL-safe, proto3 JSON takes both."""
+    data = data.replace("-", "+").replace("_", "/")
+    return base64.b64decode(data + "=" * (-len(data) % 4), validate=True)
 
 
 def _usage(step: Usage) -> dict[str, Any]:
