@@ -84,6 +84,8 @@ class FakeApp:
             "<Response></Response>",
         )
         self.event_statuses: list[int] = []  # scripted statuses for the next event deliveries, then 200
+        self.verify = True  # False: an app that accepts any signature
+        self.voice_delay_s = 0.0  # a slow first answer
         self.ws_behaviour: WsBehaviour = listen_only
         self.ws: list[WsRecord] = []
         self.ws_opened = asyncio.Event()
@@ -177,11 +179,13 @@ class FakeApp:
             request.path, dict(request.query), dict(request.headers), body, data, sig_ok, time.monotonic()
         )
         self.requests.append(req)
-        if not sig_ok:
+        if not sig_ok and self.verify:
             return web.Response(status=401, text="bad signature")
         if request.path == "/voice":
             state = data.get("callSessionState")
             lifecycle = state in LIFECYCLE and not (state == "Completed" and data.get("isActive") == "1")
+            if not lifecycle and self.voice_delay_s:
+                await asyncio.sleep(self.voice_delay_s)
             status, ct, text = (self.lifecycle_reply if lifecycle else self.voice_reply)(req)
             return web.Response(status=status, text=text, content_type=ct.split(";")[0])
         if request.path == "/events":
