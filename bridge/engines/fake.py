@@ -73,6 +73,7 @@ class FakeEngine:
         end_silence_ms: int = 300,
         start_delay_s: float = 0.0,
         fail_on_start: bool = False,
+        stop_on_interrupt: bool = True,
     ) -> None:
         self.input_rate = input_rate
         self.output_rate = output_rate
@@ -88,6 +89,7 @@ class FakeEngine:
         self._end_silence_ms = end_silence_ms
         self._start_delay_s = start_delay_s
         self._fail_on_start = fail_on_start
+        self._stop_on_interrupt = stop_on_interrupt  # False: like a model whose stream lags the cut
 
         self._events: asyncio.Queue[EngineEvent | None] = asyncio.Queue()
         self._jobs: asyncio.Queue[_Speak | _Utterance] = asyncio.Queue()
@@ -106,6 +108,7 @@ class FakeEngine:
         self.tool_results: list[tuple[ToolCall, dict[str, Any]]] = []
         self.truncations: list[int] = []
         self.audio_in_bytes = 0
+        self.interrupted_at: list[float] = []  # loop time of each Interrupted it emitted
 
     @classmethod
     def from_settings(cls, settings: Any) -> FakeEngine:
@@ -135,6 +138,7 @@ class FakeEngine:
             ):
                 self._interrupted_this_turn = True
                 self._speaking_until = 0.0
+                self.interrupted_at.append(loop_time)
                 self.emit(Interrupted())
             return
         if self._voiced_ms >= self._min_speech_ms:
@@ -228,7 +232,7 @@ class FakeEngine:
         self._interrupted_this_turn = False
         self._speaking_until = loop.time() + ms / 1000.0
         for i in range(0, len(pcm), step):
-            if self._interrupted_this_turn:
+            if self._interrupted_this_turn and self._stop_on_interrupt:
                 break
             self.emit(AudioOut(pcm[i : i + step]))
             if self._pace_s:
