@@ -77,6 +77,7 @@ from bridge.tools import (
 )
 from bridge.transfer import briefing, pick_rep, transfer_key, transfer_summary
 from leadqual.campaign import Campaign, FallbackAction, TransferStrategy, VoicemailPolicy
+from leadqual.errors import SautikitError
 from leadqual.models import Answer, CallState, EndReason, Lead, Outcome, Score
 
 log = logging.getLogger("bridge")
@@ -84,7 +85,8 @@ log = logging.getLogger("bridge")
 SPEECH_PEAK = 1200  # peak sample above which an inbound frame counts as the lead speaking
 DROP_GAP_S = 0.5  # after a barge-in, agent audio arriving within this gap is the interrupted reply
 RELAY_LATE_S = 0.020
-LINE_TIMEOUT_MIN_S = 8.0  # how long a closing line may take to be generated before we act anyway
+LINE_TIMEOUT_MIN_S = 8.0
+SUPERVISION_POLL_S = 1.0  # how often to re-try a supervision PATCH while the rep's phone rings  # how long a closing line may take to be generated before we act anyway
 
 Synthesiser = Callable[[str, int, str], bytes | None]
 
@@ -808,26 +810,60 @@ class Conversation:
                 idempotency_key=key,
             )
         except Exception as exc:
-            log.warning("transfer failed", extra={"session_id": self.session_id, "error": str(exc)})
-            self.result.outcome = Outcome.CALLBACK_REQUESTED if ending.kind is EndKind.HOT else Outcome.FAILED
-            self.result.reason = f"transfer failed: {exc}"[:300]
-            await self._speak(self._render(campaign.transfer.fallback_line))
-            await self._hangup()
+            await self._transfer_failed(ending, f"transfer failed: {exc}")
             return
+        if whisper:
+            assert isinstance(carrier, SupportsUpdateSupervision)
+            # Sautikit answers 409 to a PATCH while the rep's phone still rings: re-asserting
+            # `whisper` until it succeeds tells us the rep has picked up, so the summary is heard.
+            if not await self._patch_supervision(carrier, "whisper", campaign.transfer.ring_timeout_s):
+                await self._stop_supervision()
+                await self._transfer_failed(ending, "transfer failed: the rep did not answer")
+                return
+            await self._speak(transfer_summary(lead, ending.score))
+            if not await self._patch_supervision(carrier, "barge", 5.0):
+                # The rep hears the lead but the lead cannot hear the rep: give the call back.
+                await self._stop_supervision()
+                await self._transfer_failed(ending, "transfer failed: could not switch the rep to barge")
+                return
         self.result.transferred_to = rep
         self.result.state = CallState.TRANSFERRING
-        if whisper:
-            await self._speak(transfer_summary(lead, ending.score))
-            assert isinstance(carrier, SupportsUpdateSupervision)
-            try:
-                await self._carrier(carrier.update_supervision, self.session_id, mode="barge")
-            except Exception as exc:
-                # The rep is on the line already and can still be heard by the lead in whisper
-                # mode only by us; nothing better to do than log and step aside.
-                log.warning(
-                    "switch to barge failed", extra={"session_id": self.session_id, "error": str(exc)}
-                )
         await self._fall_silent()
+
+    async def _patch_supervision(self, carrier: SupportsUpdateSupervision, mode: str, limit_s: float) -> bool:
+        deadline = self._loop.time() + limit_s
+        while True:
+            try:
+                await self._carrier(carrier.update_supervision, self.session_id, mode=mode)
+                return True
+            except SautikitError as exc:
+                if exc.status != 409 or self._loop.time() >= deadline:
+                    log.warning(
+                        "supervision update failed",
+                        extra={"session_id": self.session_id, "mode": mode, "error": str(exc)},
+                    )
+                    return False
+            except Exception as exc:
+                log.warning(
+                    "supervision update failed", extra={"session_id": self.session_id, "error": str(exc)}
+                )
+                return False
+            await asyncio.sleep(SUPERVISION_POLL_S)
+
+    async def _stop_supervision(self) -> None:
+        stop = getattr(self._svc.carrier, "stop_supervision", None)
+        if callable(stop):
+            with contextlib.suppress(Exception):
+                await self._carrier(stop, self.session_id)
+
+    async def _transfer_failed(self, ending: Ending, reason: str) -> None:
+        """No rep: say the campaign's fallback line and hang up; a hot lead is called back."""
+        assert self.campaign is not None
+        log.warning("transfer failed", extra={"session_id": self.session_id, "reason": reason})
+        self.result.outcome = Outcome.CALLBACK_REQUESTED if ending.kind is EndKind.HOT else Outcome.FAILED
+        self.result.reason = reason[:300]
+        await self._speak(self._render(self.campaign.transfer.fallback_line))
+        await self._hangup()
 
     async def _fall_silent(self) -> None:
         """The rep has the call: stop talking, close the model, keep the socket until it closes."""

@@ -124,11 +124,22 @@ class RecordingCarrier:
 
 
 class PatchingCarrier(RecordingCarrier):
-    """A carrier client that can also PATCH a supervision's mode."""
+    """A carrier client that can also PATCH (and DELETE) a supervision. `rings` PATCHes answer 409
+    first, as Sautikit does while the supervisor's phone is still ringing."""
+
+    def __init__(self, *, rings: int = 0) -> None:
+        super().__init__()
+        self.rings = rings
 
     def update_supervision(self, call_or_session_id: str, *, mode: str) -> dict[str, Any]:
         self._record("update_supervision", call_or_session_id, mode=mode)
+        if self.rings > 0:
+            self.rings -= 1
+            raise SautikitError(409, "calls.supervisor_ringing", "supervisor not answered yet", False)
         return {"call_id": call_or_session_id, "mode": mode}
+
+    def stop_supervision(self, call_or_session_id: str) -> None:
+        self._record("stop_supervision", call_or_session_id)
 
 
 class RecordingNotifier:

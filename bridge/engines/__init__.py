@@ -1,8 +1,10 @@
 """Realtime engines behind one interface (engines.base.Engine): Gemini Live, OpenAI Realtime, cascade.
 
-`make_engine(settings)` builds the engine `settings.engine` names, importing only that engine's
-module (and so only its dependencies). Each engine class builds itself from the bridge settings
-with a `from_settings(settings)` classmethod, or failing that its constructor takes the settings.
+`engine_factory(settings, name)` returns what BridgeServer takes: a callable making one engine
+per call, of the kind `name` (default `settings.engine`) names. Only that engine's module is
+imported, so only its dependencies load. Process-wide resources (the google-genai client) are
+made once per factory. An engine class with a `from_settings(settings)` classmethod builds
+itself; otherwise the builder below reads the BridgeSettings fields it needs.
 """
 
 from __future__ import annotations
@@ -28,22 +30,62 @@ class UnknownEngine(ValueError):
         self.name = name
 
 
+def _key(name: str) -> str:
+    key = name.strip().lower()
+    if key not in ENGINES:
+        raise UnknownEngine(name)
+    return key
+
+
 def engine_class(name: str) -> type[Any]:
-    try:
-        module_name, class_name = ENGINES[name.strip().lower()]
-    except KeyError:
-        raise UnknownEngine(name) from None
+    module_name, class_name = ENGINES[_key(name)]
     return cast(type[Any], getattr(importlib.import_module(module_name), class_name))
 
 
-def make_engine(settings: Any) -> Engine:
-    """One engine session for one call, of the kind `settings.engine` names."""
-    cls = engine_class(str(getattr(settings, "engine", "fake")))
-    build = getattr(cls, "from_settings", None)
-    return cast(Engine, build(settings) if callable(build) else cls(settings))
+def _need(settings: Any, field: str) -> Any:
+    value = getattr(settings, field, None)
+    if not value:
+        raise ValueError(f"{field.upper()} is needed for this engine")
+    return value
 
 
-def engine_factory(settings: Any) -> Callable[[], Engine]:
-    """What BridgeServer takes: a new engine per call. Fails at once on an unknown engine name."""
-    engine_class(str(getattr(settings, "engine", "fake")))
-    return lambda: make_engine(settings)
+def _builder(name: str, settings: Any) -> Callable[[], Engine]:
+    key = _key(name)
+    cls = engine_class(key)
+    from_settings = getattr(cls, "from_settings", None)
+    if callable(from_settings):
+        return lambda: cast(Engine, from_settings(settings))
+    if key == "gemini":
+        from bridge.engines.gemini import make_client
+
+        client = make_client(
+            _need(settings, "gemini_api_key"), base_url=getattr(settings, "gemini_base_url", None)
+        )
+        model = getattr(settings, "gemini_model", None)
+        kwargs = {"model": model} if model else {}
+        return lambda: cast(Engine, cls(client, **kwargs))
+    if key == "openai":
+        api_key = _need(settings, "openai_api_key")
+        kwargs = {
+            k: v
+            for k, v in (
+                ("model", getattr(settings, "openai_model", None)),
+                ("url", getattr(settings, "openai_realtime_url", None)),
+            )
+            if v
+        }
+        return lambda: cast(Engine, cls(api_key, **kwargs))
+    # cascade/local and fake take no settings: their parts ship with the image.
+    return lambda: cast(Engine, cls())
+
+
+def engine_factory(settings: Any, name: str | None = None) -> Callable[[], Engine]:
+    """A new engine per call. Fails at once on an unknown name or missing key, and imports the
+    engine's module now, so a missing dependency shows at start rather than on the first call."""
+    return _builder(name or str(getattr(settings, "engine", "fake")), settings)
+
+
+def make_engine(settings: Any, name: str | None = None) -> Engine:
+    """One engine for one call (builds the engine's shared resources each time; prefer
+    `engine_factory` in a server)."""
+    return engine_factory(settings, name)()

@@ -166,10 +166,10 @@ async def test_supervise_barge_with_whisper_briefs_then_patches_and_falls_silent
     assert h.ws is not None
     assert h.conv is not None
     await answer_all(h, 4)
-    await h.until(lambda: "update_supervision" in carrier.methods())
-    assert carrier.methods() == ["start_supervision", "update_supervision"]
+    await h.until(lambda: h.conv is not None and h.conv.result.silent)
+    assert carrier.methods() == ["start_supervision", "update_supervision", "update_supervision"]
     assert carrier.calls[0][2] == {"mode": "whisper", "number": "+254711999000", "key": "lq-L1-1-transfer"}
-    assert carrier.calls[1][2] == {"mode": "barge"}
+    assert [c[2] for c in carrier.calls[1:]] == [{"mode": "whisper"}, {"mode": "barge"}]
     assert h.engine.said[-2] == campaign.transfer.handoff_line
     assert h.engine.said[-1].startswith("I'm connecting you with Wanjiku Kamau from Duka Ltd, who ")
     # Silent: the socket stays open and nothing more is sent while the rep talks.
@@ -184,6 +184,45 @@ async def test_supervise_barge_with_whisper_briefs_then_patches_and_falls_silent
     await h.finished()
     assert h.store.outcomes["L1"][0] is Outcome.HOT_TRANSFERRED
     assert h.store.calls[("L1", 1)]["transferred_to"] == "+254711999000"
+
+
+async def test_whisper_summary_waits_for_the_rep_to_pick_up(
+    example_campaign: Campaign, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bridge.conversation.SUPERVISION_POLL_S", 0.01)
+    campaign = with_transfer(example_campaign, strategy=TransferStrategy.SUPERVISE_BARGE, whisper=True)
+    carrier = PatchingCarrier(rings=3)
+    h = await Harness(campaign, engine(HOT_SCRIPT), carrier=carrier).start()
+    await answer_all(h, 4)
+    await h.until(lambda: h.conv is not None and h.conv.result.silent)
+    # Three 409s while ringing, the fourth PATCH (whisper) succeeds, then the summary, then barge.
+    assert [c[2].get("mode") for c in carrier.calls] == ["whisper"] * 5 + ["barge"]
+    assert h.engine.said[-1].startswith("I'm connecting you with")
+    assert h.ws is not None
+    h.ws.carrier_closes()
+    await h.finished()
+
+
+@pytest.mark.slow
+async def test_rep_who_never_answers_gets_the_fallback_line_and_a_callback(
+    example_campaign: Campaign, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bridge.conversation.SUPERVISION_POLL_S", 0.01)
+    campaign = with_transfer(
+        example_campaign, strategy=TransferStrategy.SUPERVISE_BARGE, whisper=True, ring_timeout_s=5
+    )
+    carrier = PatchingCarrier(rings=10_000)
+    h = await Harness(campaign, engine(HOT_SCRIPT), carrier=carrier).start()
+    await answer_all(h, 4)
+    await h.finished(limit_s=15)
+    assert carrier.methods()[-2:] == ["stop_supervision", "hangup"]
+    assert h.engine.said[-1] == campaign.transfer.fallback_line
+    outcome, score, reason = h.store.outcomes["L1"]
+    assert outcome is Outcome.CALLBACK_REQUESTED
+    assert score is not None
+    assert score.verdict.value == "hot"
+    assert reason == "transfer failed: the rep did not answer"
+    assert "transferred_to" not in h.store.calls[("L1", 1)]
 
 
 async def test_supervise_barge_without_patch_goes_straight_to_barge(example_campaign: Campaign) -> None:
