@@ -11,7 +11,9 @@ exchange in flight (no tool call awaiting its result, no model turn half spoken)
 the newest handle before the server's deadline; on a drop it reconnects with the handle under a
 `ReconnectPolicy` (bounded retries with backoff, a failure counter that resets after a stable period,
 fatal close codes never retried). While it reconnects, the lead's newest audio is kept (up to
-`reconnect_buffer_ms`, older audio dropped) and sent first on the new session; `say` lines are queued.
+`reconnect_buffer_ms`, older audio dropped) and sent first on the new session, after the audio sent
+since the newest handle (which the resumed session never heard, so an answer given just before a
+drop is not lost); `say` lines not yet answered by a model turn are sent again.
 
 Tool calls are emitted exactly once per call id. A resumed session may issue again a call the old
 session had already issued: the engine answers it from the stored result (or waits for the bridge's
@@ -71,7 +73,10 @@ DEFAULT_VOICE = "Puck"
 INPUT_RATE = 16_000
 OUTPUT_RATE = 24_000
 INPUT_MIME = f"audio/pcm;rate={INPUT_RATE}"
-HANDLE_OVERLAP_S = 0.5  # lead audio this recent is sent again after resuming, handle or not
+# Lead audio sent this shortly before a handle arrived may not be covered by it (still in flight):
+# about a round trip, and shorter than the activity detection's end-of-speech silence, so the
+# speech of a finished utterance is never sent twice.
+HANDLE_OVERLAP_S = 0.25
 SAY_PREFIX = "Say exactly this, word for word, and nothing else: "
 # The prebuilt voices of the native-audio models; a campaign voice outside this list (another
 # engine's voice name) falls back to the engine default instead of failing the setup.
@@ -175,7 +180,7 @@ class ActivityDetection(BaseModel):
     start_sensitivity: Literal["low", "high"] = "low"
     end_sensitivity: Literal["low", "high"] = "high"
     prefix_padding_ms: int = Field(default=100, ge=0, le=2_000)
-    silence_duration_ms: int = Field(default=600, ge=100, le=5_000)
+    silence_duration_ms: int = Field(default=600, ge=300, le=5_000)  # longer than HANDLE_OVERLAP_S
 
     def to_config(self) -> types.RealtimeInputConfig:
         start = {
@@ -604,7 +609,9 @@ class GeminiLiveEngine:
             self._generation += 1
             if self._generation > 1:
                 self.reconnects += 1
-                self._replay_from = self._generation - 1
+                # Calls answered since the last completed turn may come back, from any lost session.
+                if self._replay_from is None:
+                    self._replay_from = self._generation - 1
             self._session = session
             self._goaway_at = None
             self._model_speaking = False

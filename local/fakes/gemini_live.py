@@ -297,6 +297,7 @@ class FakeGeminiLive:
         self.setup_delay_s = setup_delay_s  # slowness before setupComplete
         self.api_version = api_version
         self.sessions: list[SessionRecord] = []
+        self._connections: list[_Connection] = []
         self.conversations: list[_Conversation] = []
         self._handles: dict[str, tuple[_Conversation, int]] = {}
         self._server: Server | None = None
@@ -370,6 +371,24 @@ class FakeGeminiLive:
         async with asyncio.timeout(timeout_s), self._arrivals:
             await self._arrivals.wait_for(lambda: bool(predicate()))
 
+    # faults on demand (the benchmark, tests of long-running modes such as Echo)
+
+    async def go_away(self, session: int = -1, time_left_s: float = 1.0) -> None:
+        """Send `goAway` on a connection now; it is closed (1000) when the time is up."""
+        conn = self._connections[session]
+        await conn.ws.send(json.dumps({"goAway": {"timeLeft": f"{time_left_s:g}s"}}))
+        closer = asyncio.create_task(_close_later(conn.ws, time_left_s), name="fake-gemini-goaway")
+        self._tasks.add(closer)
+        closer.add_done_callback(self._tasks.discard)
+
+    async def drop(self, session: int = -1, code: int | None = None, reason: str = "") -> None:
+        """Lose a connection now: close with `code`, or abort the TCP connection when None."""
+        ws = self._connections[session].ws
+        if code is None:
+            ws.transport.abort()
+        else:
+            await ws.close(code, reason)
+
     def _progress(self) -> None:
         # Wake wait_for() callers without blocking the caller (a notify needs the lock).
         if not self._wakeup_scheduled:
@@ -401,6 +420,7 @@ class FakeGeminiLive:
         async with self._arrivals:
             self._arrivals.notify_all()
         conn = _Connection(ws=ws, record=record)
+        self._connections.append(conn)
         record.path = ws.request.path if ws.request else ""
         record.api_key = ws.request.headers.get("x-goog-api-key") if ws.request else None
         try:
@@ -683,7 +703,7 @@ class FakeGeminiLive:
             case Sleep(seconds=seconds):
                 await asyncio.sleep(seconds)
             case Echo():
-                await self._echo(conn, step)
+                await self._echo(conn, step, index)
 
     async def _wait(self, conn: _Connection, ready: Callable[[], bool], timeout_s: float, what: str) -> None:
         try:
@@ -734,7 +754,9 @@ class FakeGeminiLive:
                 due = started + (offset + len(chunk)) / (_OUT_BYTES_PER_MS * 1000)
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
 
-    async def _complete_turn(self, conn: _Connection, *, audio_ms: int, text: str) -> None:
+    async def _complete_turn(
+        self, conn: _Connection, *, audio_ms: int, text: str, handle_pos: int | None = None
+    ) -> None:
         await self._send(conn, {"serverContent": {"generationComplete": True}})
         message: dict[str, Any] = {"serverContent": {"turnComplete": True}}
         if self.auto_usage:
@@ -752,7 +774,7 @@ class FakeGeminiLive:
             )
         await self._send(conn, message)
         if self.auto_handles and conn.conv is not None:
-            await self._send_handle(conn, conn.conv.pos)
+            await self._send_handle(conn, conn.conv.pos if handle_pos is None else handle_pos)
 
     async def _send_handle(self, conn: _Connection, pos: int) -> None:
         assert conn.conv is not None
@@ -769,7 +791,7 @@ class FakeGeminiLive:
 
     # echo mode
 
-    async def _echo(self, conn: _Connection, step: Echo) -> None:
+    async def _echo(self, conn: _Connection, step: Echo, index: int) -> None:
         sink: asyncio.Queue[bytes] = asyncio.Queue()
         conn.audio_sink = sink
         frame = 20 * _IN_BYTES_PER_MS
@@ -805,12 +827,12 @@ class FakeGeminiLive:
                     heard = bytes(utterance[: len(utterance) - silence_ms * _IN_BYTES_PER_MS])
                     in_speech, speech_ms, silence_ms = False, 0, 0
                     utterance.clear()
-                    reply_ms = await self._echo_reply(conn, step, heard)
+                    reply_ms = await self._echo_reply(conn, step, heard, index)
                     speaking_until = time.monotonic() + reply_ms / 1000
         finally:
             conn.audio_sink = None
 
-    async def _echo_reply(self, conn: _Connection, step: Echo, heard: bytes) -> int:
+    async def _echo_reply(self, conn: _Connection, step: Echo, heard: bytes, index: int) -> int:
         heard_ms = len(heard) // _IN_BYTES_PER_MS
         if step.reply_delay_s:
             await asyncio.sleep(step.reply_delay_s)
@@ -826,7 +848,8 @@ class FakeGeminiLive:
         text = f"Echo reply {n}."
         await self._send(conn, {"serverContent": {"outputTranscription": {"text": text}}})
         reply_ms = len(pcm) // _OUT_BYTES_PER_MS
-        await self._complete_turn(conn, audio_ms=reply_ms, text=text)
+        # A session resumed from this handle goes on echoing.
+        await self._complete_turn(conn, audio_ms=reply_ms, text=text, handle_pos=index)
         return reply_ms
 
 

@@ -351,6 +351,7 @@ async def test_drop_during_a_tool_call_emits_it_once_and_answers_the_right_sessi
                 return
             if answer == "after_resume":  # the bridge is slow: the resumed session asks again first
                 await fake.wait_for(lambda: len(fake.sessions) > 1 and fake.sessions[1].tool_calls_sent)
+                await asyncio.sleep(0.1)  # and the engine has taken the repeated call in
             else:  # the result is ready while no session is open
                 await fake.sessions[0].closed.wait()
 
@@ -482,3 +483,47 @@ async def test_echo_mode_answers_each_utterance_and_serves_many_calls(example_ca
     assert len(fake.conversations) == 20
     for audio, _latency in results:
         assert audio == pytest.approx(400 * 48, abs=20 * 48)  # the 400 ms utterance, echoed at 24 kHz
+
+
+async def utterance(engine: GeminiLiveEngine, speech_ms: int = 400, silence_ms: int = 400) -> None:
+    """The lead speaks, in real time: 20 ms frames, as the carrier delivers them."""
+    started = time.monotonic()
+    pcm = tone(speech_ms, 16_000, hz=300) + bytes(32 * silence_ms)
+    for n, i in enumerate(range(0, len(pcm), 640)):
+        await engine.send_audio(pcm[i : i + 640])
+        await asyncio.sleep(max(0.0, started + (n + 1) * 0.02 - time.monotonic()))
+
+
+async def next_of(engine: GeminiLiveEngine, kind: type, timeout_s: float = 5.0) -> list[EngineEvent]:
+    """Events up to and including the next one of `kind`."""
+    seen: list[EngineEvent] = []
+    async with asyncio.timeout(timeout_s):
+        async for event in engine.events():
+            seen.append(event)
+            if isinstance(event, kind):
+                return seen
+    raise AssertionError(f"the events ended before a {kind.__name__}")
+
+
+async def test_echo_mode_barge_in_and_go_away(example_campaign: Campaign) -> None:
+    async with FakeGeminiLive() as fake:
+        engine = engine_for(fake)
+        try:
+            await engine.start(context(example_campaign))
+            await utterance(engine)
+            first = await next_of(engine, TurnComplete)
+            assert any(isinstance(e, AudioOut) for e in first)
+            # The lead speaks again while the 400 ms reply would still be playing: a barge-in.
+            await utterance(engine, speech_ms=200, silence_ms=0)
+            await next_of(engine, Interrupted)
+            # The service announces its end; the engine moves to a resumed session that still echoes.
+            await fake.go_away(0, time_left_s=5.0)
+            await fake.wait_sessions(2)
+            await utterance(engine, speech_ms=300, silence_ms=350)
+            resumed = await next_of(engine, TurnComplete)
+        finally:
+            await engine.close()
+    assert fake.violations == []
+    assert fake.sessions[1].resumed_from == fake.sessions[0].handles_sent[-1]
+    assert fake.sessions[1].conversation == 0
+    assert sum(len(e.pcm) for e in resumed if isinstance(e, AudioOut)) >= 300 * 48
