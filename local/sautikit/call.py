@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import secrets
 import time
@@ -42,6 +43,8 @@ from local.sautikit.webhooks import WebhookResult, add_query, encode, redact_url
 
 if TYPE_CHECKING:
     from local.sautikit.simulator import Simulator
+
+log = logging.getLogger("local.sautikit")
 
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _UNSAFE_LABEL = re.compile(r"[\s,{}\[\]\"'`]")
@@ -505,8 +508,15 @@ class Call:
             if self.live:
                 self.hangup("switch", "simulator_stopped")
             raise
+        except Exception as exc:
+            self.note("simulator_error", error=f"{type(exc).__name__}: {exc}")
+            self.hangup("switch", "simulator_error")
+            raise
         finally:
-            await self._finalize()
+            try:
+                await self._finalize()
+            finally:
+                self.finalized.set()
 
     async def _ring_lead(self) -> RingResult:
         cfg = self.sim.config
@@ -556,7 +566,9 @@ class Call:
                     best = RingResult("answered", number, after)
         if best is not None:
             result = best
-        elif all(e.outcome == "busy" for e in endings) or all(e.outcome == "failed" for e in endings):
+        elif len(endings) == len(targets) and (
+            all(e.outcome == "busy" for e in endings) or all(e.outcome == "failed" for e in endings)
+        ):
             result = max(endings, key=lambda e: e.after_s)
         else:
             result = RingResult("no_answer", None, timeout)
@@ -607,9 +619,20 @@ class Call:
         )
         self.emit("call.answered")
         self._wav = StereoWavWriter(self.wav_path)
-        self._tasks.add(self.spawn(self._media_clock(), "media-clock"))
-        self._tasks.add(self.spawn(self._verb_flow(), "verb-flow"))
+        self._tasks.add(self.spawn(self._guarded(self._media_clock()), "media-clock"))
+        self._tasks.add(self.spawn(self._guarded(self._verb_flow()), "verb-flow"))
         self._tasks.add(self.spawn(self._max_duration(), "max-duration"))
+
+    async def _guarded(self, coro: Any) -> None:
+        """A bug in the simulator ends the call loudly instead of leaving it hanging forever."""
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("simulator error on call %s", self.session_id)
+            self.note("simulator_error", error=f"{type(exc).__name__}: {exc}")
+            self.hangup("switch", "simulator_error")
 
     async def _max_duration(self) -> None:
         await asyncio.sleep(self.sim.config.max_call_s)
@@ -1056,19 +1079,22 @@ class Call:
         outcome = await self.transfer(
             numbers, via="dial", ring_timeout_s=timeout, caller_id=verb.get("callerId")
         )
+        if outcome["status"] == "answered":
+            # The bridged call ends when the rep hangs up (or the lead does); the switch reports the
+            # dial leg's end once the bridge is over.
+            await self.ended.wait()
+        leg = next((lg for lg in self.legs if lg.role == "rep" and lg.number == outcome.get("number")), None)
         self.spawn(
             self.reinvoke(
                 "DialCompleted",
+                active=not self.ended.is_set(),
                 dialStatus=outcome["status"],
                 dialDestinationNumber=outcome.get("number"),
+                dialDurationInSeconds=str(leg.billed_seconds) if leg and leg.ended_mono else None,
             ),
             "dial-completed",
         )
-        if outcome["status"] == "answered":
-            # The bridged call ends when the rep hangs up (or the lead does).
-            await self.ended.wait()
-            return "stop"
-        return None
+        return "stop" if self.ended.is_set() else None
 
     async def transfer(
         self,

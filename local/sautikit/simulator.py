@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import ssl
@@ -36,6 +37,8 @@ from local.sautikit.call import Call
 from local.sautikit.directory import Directory
 from local.sautikit.tts import Voices
 from local.sautikit.webhooks import WebhookSender
+
+log = logging.getLogger("local.sautikit")
 
 
 def uuid7() -> str:
@@ -149,6 +152,7 @@ class Simulator:
         self._violations: list[dict[str, Any]] = []
         self._deliveries: list[dict[str, Any]] = []
         self._debits: list[dict[str, Any]] = []
+        self._errors: list[dict[str, Any]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
         # Both exist from start() on; calls only run after it.
@@ -218,8 +222,22 @@ class Simulator:
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.error("simulator task %s failed", task.get_name(), exc_info=exc)
+        self._errors.append(
+            {"task": task.get_name(), "error": f"{type(exc).__name__}: {exc}", "at": time.time()}
+        )
+
+    def errors(self) -> list[dict[str, Any]]:
+        """Bugs in the simulator itself (a background task that raised); tests assert there are none."""
+        return list(self._errors)
 
     # -- inspection ------------------------------------------------------------------------------------
     def find_call(self, call_or_session_id: str) -> Call | None:

@@ -287,6 +287,8 @@ async def make_sim(tmp_path: Path, fake_app: FakeApp):
     yield make
     for sim in sims:
         await sim.stop()
+    for sim in sims:
+        assert sim.errors() == []  # no task inside the simulator crashed
 
 
 def directory_yaml(data: dict[str, Any]) -> str:
