@@ -159,7 +159,7 @@ async def test_voicemail_plays_a_greeting_then_a_beep_then_records_until_timeout
 
     async def behaviour(ws, rec):
         await asyncio.sleep(0.1)
-        while not any(frame_loud(f) for _, f in rec.frames):
+        while not any(frame_loud(f) for _, f in rec.frames):  # noqa: ASYNC110 - polling a recorder
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.3)
         await send_audio(ws, tone16k(1.0))  # the agent talks over the greeting: it is not a person
