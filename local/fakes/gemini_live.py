@@ -16,6 +16,11 @@ Scripts: `Reply`, `Hear`, `CallTools`, `Interrupt`, `Usage`, `GoAway`, `Drop`, `
 `Handle`, and the waits `WaitClientTurn`, `WaitAudio`, `WaitToolResponse`. `Echo` answers every
 utterance forever (the benchmark's mode; also the default when no script is given).
 `qualification_script(campaign, lead, answers)` builds a whole qualification from a campaign.
+Faults on demand: `await fake.go_away(session, time_left_s)`, `await fake.drop(session, code)`.
+
+Records: `fake.sessions[i]` (a `SessionRecord` per connection: setup, audio received, client turns,
+tool calls sent and responses received, handles, interruptions), `fake.violations` (protocol
+mistakes the real service would reject), `await fake.wait_for(predicate)` to wait on them.
 
     async with FakeGeminiLive(script=[WaitClientTurn(), Reply("Hello!", ms=300)]) as fake:
         client = genai.Client(api_key="test", http_options=fake.http_options())
@@ -585,7 +590,7 @@ class FakeGeminiLive:
                 conn.audio_sink.put_nowait(pcm)
 
     def _on_client_content(self, conn: _Connection, content: dict[str, Any]) -> None:
-        texts = []
+        texts: list[str] = []
         for turn in _pick(content, "turns") or []:
             texts.extend(str(p["text"]) for p in turn.get("parts", []) if "text" in p)
         if _pick(content, "turnComplete"):
