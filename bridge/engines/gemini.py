@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 import re
 import ssl
@@ -209,15 +210,19 @@ def make_client(
     base_url: str | None = None,
     api_version: str = "v1beta",
     ssl_context: ssl.SSLContext | None = None,
+    ca_file: str | os.PathLike[str] | None = None,
 ) -> genai.Client:
     """A google-genai client for the Gemini Developer API; share one across calls.
 
-    `base_url` (https://…) and `ssl_context` point it elsewhere, e.g. at the fake server, whose CA
-    the context trusts. google-genai dials `wss://` on the base URL's host.
+    `base_url` (https://…) points it elsewhere, e.g. at the fake server; trust that server's CA
+    with `ssl_context` or `ca_file` (a PEM file). google-genai dials `wss://` on the base URL's host;
+    without either it trusts certifi's bundle, or `SSL_CERT_FILE` when that is set.
     """
     options = types.HttpOptions(api_version=api_version)
     if base_url is not None:
         options.base_url = base_url
+    if ssl_context is None and ca_file is not None:
+        ssl_context = ssl.create_default_context(cafile=os.fspath(ca_file))
     if ssl_context is not None:
         options.async_client_args = {"ssl": ssl_context}
     return genai.Client(api_key=api_key, http_options=options)

@@ -233,7 +233,9 @@ async def test_full_qualification_with_tool_calls(example_campaign: Campaign) ->
 
 async def test_setup_carries_the_call_configuration(example_campaign: Campaign) -> None:
     async with FakeGeminiLive([WaitClientTurn(), Reply(say_client_turn=True)], model=MODEL) as fake:
-        engine = engine_for(fake)
+        # Trusting the fake through its CA file, as the local stack does.
+        client = make_client(API_KEY, base_url=fake.base_url, ca_file=fake.tls.ca_path)
+        engine = GeminiLiveEngine(client, model=MODEL)
         await engine.start(context(example_campaign))
         await engine.close()
     assert fake.violations == []
