@@ -148,12 +148,12 @@ class SimulatedPerson:
         self._queue.append((Clip(self.replies[turn - 1], text), {"turn": turn, "interrupting": interrupting}))
 
     def _close_turn(self, interrupted: bool, trailing: int = 0) -> None:
-        end_frame = self.frame_no - trailing
+        last_speech_frame = self.frame_no - trailing
         self.note(
             "agent_turn",
             ago_s=(self.frame_no - self._turn_start_frame) * FRAME_S,
             turn=self.turns,
-            duration_s=round((end_frame - self._turn_start_frame) * FRAME_S, 3),
+            duration_s=round((last_speech_frame - self._turn_start_frame + 1) * FRAME_S, 3),
             interrupted_by_lead=interrupted,
         )
 
