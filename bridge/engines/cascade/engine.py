@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -307,12 +307,13 @@ class CascadeEngine:
         self._cache = self._cache_override or shared_cache()
         self._prompt = vocabulary_prompt(ctx) if self._bias else ""
         await self.dialog.start(ctx)
-        self._spawn(self._speaker(), "cascade-speaker")
-        self._spawn(self._listener(), "cascade-listener")
-        self._spawn(self._think(), "cascade-brain")
+        self._spawn(self._speaker, "cascade-speaker")
+        self._spawn(self._listener, "cascade-listener")
+        self._spawn(self._think, "cascade-brain")
         if self._presynthesize:
-            self._spawn(self._presynth(fixed_lines(ctx)), "cascade-presynth", fatal=False)
-        self._spawn(self.stt.warm_up(), "cascade-stt-warm", fatal=False)
+            lines = fixed_lines(ctx)
+            self._spawn(lambda: self._presynth(lines), "cascade-presynth", fatal=False)
+        self._spawn(self.stt.warm_up, "cascade-stt-warm", fatal=False)
 
     async def send_audio(self, pcm: bytes) -> None:
         if self._closed or not self._started or not pcm:
@@ -427,12 +428,14 @@ class CascadeEngine:
 
     # ── tasks ────────────────────────────────────────────────────────────────────────────────
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str, *, fatal: bool = True) -> None:
-        self._tasks.append(asyncio.create_task(self._guard(coro, name, fatal), name=name))
+    def _spawn(self, job: Callable[[], Awaitable[None]], name: str, *, fatal: bool = True) -> None:
+        # A factory, not a coroutine: a task cancelled before it first runs leaves no coroutine
+        # behind that was never awaited.
+        self._tasks.append(asyncio.create_task(self._guard(job, name, fatal), name=name))
 
-    async def _guard(self, coro: Coroutine[Any, Any, None], name: str, fatal: bool) -> None:
+    async def _guard(self, job: Callable[[], Awaitable[None]], name: str, fatal: bool) -> None:
         try:
-            await coro
+            await job()
         except asyncio.CancelledError:
             raise
         except Exception as exc:

