@@ -51,7 +51,7 @@ def test_defaults_and_typos_are_loud():
         Directory.from_yaml('numbers: {"+254712000009": {interupt_on_turn: 2}}')
     with pytest.raises(ValidationError):
         Directory.from_yaml('numbers: {"+254712000009": {answer: maybe}}')
-    with pytest.raises(ValidationError, match="E.164"):
+    with pytest.raises(ValidationError, match=r"E\.164"):
         Directory.from_yaml("numbers: {254712000009: {}}")
 
 
