@@ -47,6 +47,7 @@ from bridge.engines.base import (
     TurnComplete,
     Usage,
 )
+from bridge.engines.cascade.http_parts import LLMDialog, OpenAICompatibleSTT, OpenAICompatibleTTS
 from bridge.engines.cascade.interviewer import Dialog, RuleInterviewer, Speak
 from bridge.engines.cascade.stt import SpeechToText, WhisperSTT
 from bridge.engines.cascade.tts import EspeakTTS, SpeechCache, TextToSpeech, shared_cache, split_sentences
@@ -277,8 +278,48 @@ class CascadeEngine:
         self._usage_in = 0  # bytes not yet reported in a Usage event
         self._usage_out = 0
         self._ended_call = False
+        self._owned: list[Any] = []  # parts made by from_settings, closed with the engine
 
-    # ── process-wide warm-up ─────────────────────────────────────────────────────────────────
+    # ── construction from settings, and process-wide warm-up ─────────────────────────────────
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> CascadeEngine:
+        """The engine the bridge's settings describe (bridge.engines.engine_factory calls this).
+
+        Reads optional attributes, so settings without them give the all-local default:
+        `cascade_stt_url` / `cascade_stt_model` (OpenAI-compatible transcription),
+        `cascade_tts_url` / `cascade_tts_model` / `cascade_tts_voice` (speech),
+        `cascade_llm_url` / `cascade_llm_model` (chat with tools, instead of the rule interviewer),
+        `cascade_api_key` (bearer token for all three), `cascade_voice` (espeak voice name).
+        HTTP parts made here belong to this engine and are closed with it.
+        """
+
+        def opt(name: str) -> str | None:
+            value = getattr(settings, name, None)
+            getter = getattr(value, "get_secret_value", None)
+            value = getter() if callable(getter) else value
+            return str(value) if value else None
+
+        key = opt("cascade_api_key") or ""
+        stt: SpeechToText | None = None
+        tts: TextToSpeech | None = None
+        dialog: Dialog | None = None
+        owned: list[Any] = []
+        if url := opt("cascade_stt_url"):
+            stt = OpenAICompatibleSTT(url, key, opt("cascade_stt_model") or "whisper-1")
+            owned.append(stt)
+        if url := opt("cascade_tts_url"):
+            tts = OpenAICompatibleTTS(
+                url, key, opt("cascade_tts_model") or "tts-1", opt("cascade_tts_voice") or "alloy"
+            )
+            owned.append(tts)
+        elif voice := opt("cascade_voice"):
+            tts = EspeakTTS(voice)
+        if url := opt("cascade_llm_url"):
+            dialog = LLMDialog(url, key, opt("cascade_llm_model") or "default")
+        engine = cls(stt, tts, dialog)
+        engine._owned = owned
+        return engine
 
     @classmethod
     async def warm_up(
@@ -368,6 +409,9 @@ class CascadeEngine:
         self._turn_task = None
         with contextlib.suppress(Exception):
             await self.dialog.close()
+        for part in self._owned:
+            with contextlib.suppress(Exception):
+                await part.aclose()
         if self._usage_in or self._usage_out:
             self._events.put_now(self._usage())
         self._events.close()

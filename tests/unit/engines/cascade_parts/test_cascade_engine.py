@@ -394,3 +394,43 @@ async def test_the_real_espeak_voice_through_the_engine(example_campaign: Campai
     samples = np.frombuffer(b"".join(a.pcm for a in rec.of(AudioOut)), dtype="<i2")
     assert int(np.abs(samples).max()) > 3000
     await engine.close()
+
+
+def test_from_settings_defaults_to_the_local_parts() -> None:
+    from types import SimpleNamespace
+
+    from bridge.engines.cascade import WhisperSTT
+
+    engine = CascadeEngine.from_settings(SimpleNamespace(engine="local"))
+    assert isinstance(engine.stt, WhisperSTT)
+    assert isinstance(engine.tts, EspeakTTS)
+    assert isinstance(engine.dialog, RuleInterviewer)
+    voiced_engine = CascadeEngine.from_settings(SimpleNamespace(cascade_voice="en-gb"))
+    assert isinstance(voiced_engine.tts, EspeakTTS)
+    assert voiced_engine.tts.voice == "en-gb"
+
+
+async def test_from_settings_builds_http_parts_and_closes_them(example_campaign: Campaign) -> None:
+    from types import SimpleNamespace
+
+    from bridge.engines.cascade import LLMDialog, OpenAICompatibleSTT, OpenAICompatibleTTS
+
+    settings = SimpleNamespace(
+        cascade_stt_url="http://127.0.0.1:1/v1",
+        cascade_stt_model="whisper-large-v3",
+        cascade_tts_url="http://127.0.0.1:1",
+        cascade_tts_voice="af_heart",
+        cascade_llm_url="http://127.0.0.1:1",
+        cascade_llm_model="qwen",
+        cascade_api_key="sk-1",
+    )
+    engine = CascadeEngine.from_settings(settings)
+    assert isinstance(engine.stt, OpenAICompatibleSTT)
+    assert engine.stt.model == "whisper-large-v3"
+    assert isinstance(engine.tts, OpenAICompatibleTTS)
+    assert engine.tts.voice == "af_heart"
+    assert isinstance(engine.dialog, LLMDialog)
+    assert engine.dialog.model == "qwen"
+    engine.stt._http()  # a client exists (no request is made)
+    await engine.close()
+    assert engine.stt._client is None
