@@ -1,0 +1,149 @@
+"""Pure number work: latency per frame from the two sides' records, percentiles, spreads.
+
+Lead -> model: the model recorded, for each frame, now minus the send stamp (µs).
+Model -> lead: the model recorded when each reply started (all of a reply's audio is handed to the
+system under test at once); the load generator recorded when each frame arrived. A frame's
+latency is its arrival minus the start of the latest reply before it — exact as long as a frame
+is not later than the gap between replies (seconds), far beyond the 20 ms that makes it late.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+LATE_MS = 20.0
+
+
+def pct(values: np.ndarray | Sequence[float], q: float) -> float | None:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0:
+        return None
+    return float(np.percentile(arr, q))
+
+
+def summary_ms(values: np.ndarray | Sequence[float]) -> dict[str, float | int | None]:
+    arr = np.asarray(values, dtype=np.float64)
+    return {
+        "n": int(arr.size),
+        "p50": _r(pct(arr, 50)),
+        "p95": _r(pct(arr, 95)),
+        "p99": _r(pct(arr, 99)),
+        "max": _r(float(arr.max())) if arr.size else None,
+    }
+
+
+def _r(v: float | None, nd: int = 3) -> float | None:
+    return None if v is None else round(v, nd)
+
+
+def outbound_latencies_ms(
+    recv: Iterable[tuple[str, np.ndarray]],
+    replies: Mapping[str, Sequence[int]],
+    t0_ns: int,
+    t1_ns: int,
+) -> tuple[np.ndarray, int]:
+    """Latency (ms) of every frame received in [t0, t1], and how many had no reply to match."""
+    out: list[np.ndarray] = []
+    unmatched = 0
+    for sid, times in recv:
+        arr = np.asarray(times, dtype=np.int64)
+        arr = arr[(arr >= t0_ns) & (arr <= t1_ns)]
+        if arr.size == 0:
+            continue
+        starts = np.asarray(sorted(replies.get(sid, ())), dtype=np.int64)
+        if starts.size == 0:
+            unmatched += int(arr.size)
+            continue
+        idx = np.searchsorted(starts, arr, side="right") - 1
+        ok = idx >= 0
+        unmatched += int((~ok).sum())
+        out.append((arr[ok] - starts[idx[ok]]) / 1e6)
+    return (np.concatenate(out) if out else np.zeros(0)), unmatched
+
+
+@dataclass
+class Window:
+    """One measured load level."""
+
+    calls: int
+    seconds: float
+    sent: int  # lead frames sent in the window
+    inbound_ms: np.ndarray  # lead -> model latency of frames the model received in the window
+    outbound_ms: np.ndarray  # model -> lead latency of frames the lead received in the window
+    outbound_unmatched: int
+    cpu: float  # fraction of the one core the SUT has
+    loadgen_cpu: float
+    rss_mb: float
+    baseline_ms: float = 0.0  # loopback network one-way latency, subtracted
+    foreign_cpu: float = 0.0  # share of the SUT's core used by other processes (a shared machine)
+    failures: int = 0
+    tick_max_lag_ms: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lost(self) -> int:
+        # Frames sent in the window the model never saw by its end: stuck in a backlog, i.e. late.
+        # The window's edges let up to one frame per call be counted either side; forgive that.
+        return max(0, self.sent - int(self.inbound_ms.size) - self.calls)
+
+    @property
+    def late_in(self) -> int:
+        return int(((self.inbound_ms - self.baseline_ms) > LATE_MS).sum())
+
+    @property
+    def late_out(self) -> int:
+        return int(((self.outbound_ms - self.baseline_ms) > LATE_MS).sum())
+
+    @property
+    def total(self) -> int:
+        return max(self.sent, int(self.inbound_ms.size)) + int(self.outbound_ms.size)
+
+    @property
+    def late_fraction(self) -> float:
+        total = self.total
+        if total == 0:
+            return 1.0
+        return (self.late_in + self.late_out + self.lost + self.outbound_unmatched) / total
+
+    def ok(self, max_late: float = 0.001, max_cpu: float = 0.97) -> bool:
+        return self.failures == 0 and self.total > 0 and self.late_fraction <= max_late and self.cpu < max_cpu
+
+    def relay_ms(self) -> np.ndarray:
+        return np.concatenate([self.inbound_ms, self.outbound_ms]) - self.baseline_ms
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "seconds": round(self.seconds, 2),
+            "ok": self.ok(),
+            "late_pct": round(100.0 * self.late_fraction, 4),
+            "late_in": self.late_in,
+            "late_out": self.late_out,
+            "lost": self.lost,
+            "frames_in": int(self.inbound_ms.size),
+            "frames_out": int(self.outbound_ms.size),
+            "sut_cpu_pct": round(100.0 * self.cpu, 1),
+            "loadgen_cpu_pct": round(100.0 * self.loadgen_cpu, 1),
+            "foreign_cpu_pct": round(100.0 * self.foreign_cpu, 1),
+            "rss_mb": round(self.rss_mb, 1),
+            "lead_to_model_ms": summary_ms(self.inbound_ms - self.baseline_ms),
+            "model_to_lead_ms": summary_ms(self.outbound_ms - self.baseline_ms),
+            "connect_failures": self.failures,
+            "loadgen_tick_max_lag_ms": round(self.tick_max_lag_ms, 2),
+            **self.extra,
+        }
+
+
+def spread_pct(values: Sequence[float]) -> float | None:
+    """(max - min) / mean, in percent: the run-to-run spread of repeated measurements."""
+    vals = [v for v in values if v is not None]
+    if len(vals) < 2:
+        return None
+    mean = sum(vals) / len(vals)
+    if mean == 0:
+        return None
+    return round(100.0 * (max(vals) - min(vals)) / mean, 1)

@@ -1,0 +1,265 @@
+"""Capacity, relay latency and memory per call, for the bridge and the Pipecat peer.
+
+The system under test runs alone on one core (bench.sut, pinned); the load generator and this
+harness run on the other(s). A level of N calls is measured in a window of `window_s` after the
+calls are up and greeted: frames late by more than 20 ms (either direction), frames the model never
+saw, the SUT's CPU share of its core, its RSS. Capacity = the largest N whose window has <= 0.1 %
+late frames and leaves the core unsaturated; found by stepping up, then bisecting the last gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.analysis import Window, outbound_latencies_ms
+from bench.loadgen import LoadGenerator
+from bench.procs import SutProcess, core_busy_seconds, own_cpu_seconds
+from bench.sut import SECRET
+
+MAX_CALL_AGE_S = 240.0  # the example campaign ends calls at 300 s; replace them before that
+Log = Callable[[str], None]
+
+
+async def measure_window(
+    lg: LoadGenerator,
+    sut: SutProcess,
+    calls: int,
+    *,
+    window_s: float,
+    settle_s: float,
+    baseline_ms: float = 0.0,
+    workdir: Path,
+) -> Window:
+    """Bring the load to `calls` streams, let it settle, then measure one window."""
+    failures_before = len(lg.failures)
+    await lg.refresh(MAX_CALL_AGE_S)
+    await lg.scale(calls)
+    await asyncio.sleep(settle_s)
+    await sut.cmd({"cmd": "reset"})
+    sent0 = lg.frames_sent()
+    cpu0, own0, core0 = sut.cpu_seconds(), own_cpu_seconds(), core_busy_seconds(sut.cpu)
+    lag0 = lg.tick.max_lag_ms
+    lg.tick.max_lag_ms = 0.0
+    t0 = time.monotonic_ns()
+    await asyncio.sleep(window_s)
+    t1 = time.monotonic_ns()
+    cpu1, own1, core1 = sut.cpu_seconds(), own_cpu_seconds(), core_busy_seconds(sut.cpu)
+    sent1 = lg.frames_sent()
+    rss = sut.rss_mb()
+    path = workdir / f"w{t0}"
+    info = await sut.cmd({"cmd": "dump", "path": str(path)})
+    inbound_us, replies = _load_dump(path)
+    outbound, unmatched = outbound_latencies_ms(
+        ((c.sid, np.frombuffer(c.client.recv_ns, dtype=np.int64)) for c in lg.calls), replies, t0, t1
+    )
+    secs = (t1 - t0) / 1e9
+    w = Window(
+        calls=len(lg.calls),
+        seconds=secs,
+        sent=sent1 - sent0,
+        inbound_ms=inbound_us.astype(np.float64) / 1000.0,
+        outbound_ms=outbound,
+        outbound_unmatched=unmatched,
+        cpu=(cpu1 - cpu0) / secs,
+        loadgen_cpu=(own1 - own0) / secs,
+        rss_mb=rss,
+        baseline_ms=baseline_ms,
+        failures=len(lg.failures) - failures_before,
+        tick_max_lag_ms=lg.tick.max_lag_ms,
+        foreign_cpu=max(0.0, (core1 - core0) - (cpu1 - cpu0)) / secs,
+        extra={"sut_live": info.get("live")},
+    )
+    lg.tick.max_lag_ms = max(lag0, lg.tick.max_lag_ms)
+    for p in (Path(str(path) + ".inbound"), Path(str(path) + ".replies.json")):
+        p.unlink(missing_ok=True)
+    return w
+
+
+def _load_dump(path: Path) -> tuple[np.ndarray, dict[str, list[int]]]:
+    inbound_us = np.fromfile(str(path) + ".inbound", dtype=np.uint32)
+    replies: dict[str, list[int]] = json.loads(Path(str(path) + ".replies.json").read_text())
+    return inbound_us, replies
+
+
+def loopback_baseline_ms(samples: int = 2000) -> float:
+    """Median one-way latency of a small message over loopback TCP (half a round trip), the network
+    part of every relay measurement, which is subtracted from it."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    cli = socket.create_connection(srv.getsockname())
+    conn, _ = srv.accept()
+    for s in (cli, conn):
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    msg = bytes(648)
+    rtts = []
+    try:
+        for _ in range(samples):
+            t = time.perf_counter_ns()
+            cli.sendall(msg)
+            got = 0
+            while got < len(msg):
+                got += len(conn.recv(65536))
+            conn.sendall(msg)
+            got = 0
+            while got < len(msg):
+                got += len(cli.recv(65536))
+            rtts.append(time.perf_counter_ns() - t)
+    finally:
+        for s in (cli, conn, srv):
+            s.close()
+    return float(np.median(rtts)) / 2e6
+
+
+@dataclass
+class CapacityResult:
+    kind: str
+    capacity: int
+    windows: list[Window] = field(default_factory=list)
+    limited_by: str = ""
+    seconds: float = 0.0
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "capacity": self.capacity,
+            "limited_by": self.limited_by,
+            "seconds": round(self.seconds, 1),
+            "steps": [w.describe() for w in self.windows],
+        }
+
+
+def _why(w: Window) -> str:
+    if w.failures:
+        return f"{w.failures} calls failed to connect at {w.calls}"
+    if w.cpu >= 0.97:
+        return f"CPU saturated ({100 * w.cpu:.0f}% of the core) at {w.calls} calls"
+    return f"{100 * w.late_fraction:.2f}% late frames at {w.calls} calls (CPU {100 * w.cpu:.0f}%)"
+
+
+async def find_capacity(
+    kind: str,
+    cpu: int | None,
+    *,
+    ladder: list[int],
+    window_s: float,
+    settle_s: float,
+    refine: int,
+    baseline_ms: float,
+    budget_s: float,
+    log: Log,
+) -> CapacityResult:
+    """Step up `ladder` until a level fails, then bisect between the last good and first bad level
+    `refine` times. The ladder stops early when the time budget runs out."""
+    t_start = time.monotonic()
+    result = CapacityResult(kind, 0)
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        async with SutProcess(kind, cpu) as sut, LoadGenerator("127.0.0.1", sut.port, secret=SECRET) as lg:
+            good, bad = 0, None
+            for level in ladder:
+                w = await measure_window(
+                    lg,
+                    sut,
+                    level,
+                    window_s=window_s,
+                    settle_s=settle_s,
+                    baseline_ms=baseline_ms,
+                    workdir=Path(tmp),
+                )
+                result.windows.append(w)
+                log(_step_line(kind, w))
+                if w.ok():
+                    good = level
+                else:
+                    bad = level
+                    result.limited_by = _why(w)
+                    break
+                if time.monotonic() - t_start > budget_s:
+                    result.limited_by = f"time budget ({budget_s:.0f} s) reached before a level failed"
+                    break
+            if bad is None and not result.limited_by:
+                result.limited_by = f"the ladder ended at {good} calls with no failure"
+            if bad is not None:
+                lo, hi = good, bad
+                for _ in range(refine):
+                    if hi - lo <= max(2, lo // 20):
+                        break
+                    if time.monotonic() - t_start > budget_s:
+                        break
+                    mid = (lo + hi) // 2
+                    # Going down: let a backlog from the failed level drain before measuring.
+                    await lg.scale(mid)
+                    await asyncio.sleep(settle_s)
+                    w = await measure_window(
+                        lg,
+                        sut,
+                        mid,
+                        window_s=window_s,
+                        settle_s=settle_s,
+                        baseline_ms=baseline_ms,
+                        workdir=Path(tmp),
+                    )
+                    result.windows.append(w)
+                    log(_step_line(kind, w))
+                    if w.ok():
+                        lo = mid
+                    else:
+                        hi = mid
+                        result.limited_by = _why(w)
+                good = lo
+            result.capacity = good
+    result.seconds = time.monotonic() - t_start
+    return result
+
+
+async def measure_level(
+    kind: str,
+    cpu: int | None,
+    calls: int,
+    *,
+    window_s: float,
+    settle_s: float,
+    baseline_ms: float,
+    log: Log,
+    warmup_calls: int = 10,
+) -> tuple[Window, float]:
+    """A fresh SUT: idle RSS after a short warm-up, then one window at `calls`. Returns the window
+    and the idle RSS (MB), so memory per live call = (window RSS - idle RSS) / calls."""
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        async with SutProcess(kind, cpu) as sut, LoadGenerator("127.0.0.1", sut.port, secret=SECRET) as lg:
+            # Warm the code paths (imports on first call, thread pool) so idle RSS is a fair base.
+            await lg.scale(warmup_calls)
+            await asyncio.sleep(2.0)
+            await lg.close_all()
+            await asyncio.sleep(1.0)
+            idle_rss = sut.rss_mb()
+            w = await measure_window(
+                lg,
+                sut,
+                calls,
+                window_s=window_s,
+                settle_s=settle_s,
+                baseline_ms=baseline_ms,
+                workdir=Path(tmp),
+            )
+            log(_step_line(kind, w))
+    return w, idle_rss
+
+
+def _step_line(kind: str, w: Window) -> str:
+    d = w.describe()
+    return (
+        f"  {kind:8s} {w.calls:5d} calls: late {d['late_pct']:.3f}% "
+        f"(in {w.late_in}, out {w.late_out}, lost {w.lost}), CPU {d['sut_cpu_pct']:.0f}%, "
+        f"p99 in {d['lead_to_model_ms']['p99']} ms / out {d['model_to_lead_ms']['p99']} ms, "
+        f"loadgen {d['loadgen_cpu_pct']:.0f}% -> {'ok' if w.ok() else 'FAIL'}"
+    )

@@ -1,0 +1,146 @@
+"""Child processes the bench drives: the system under test (bench.sut) on its own core."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cores() -> tuple[int, set[int]]:
+    """(the core for the system under test, the cores left for the load generator)."""
+    avail = sorted(os.sched_getaffinity(0))
+    if len(avail) < 2:
+        return avail[0], set(avail)
+    return avail[0], set(avail[1:])
+
+
+class SutProcess:
+    """`async with SutProcess("bridge", cpu=0) as sut: sut.port; await sut.cmd({...})`."""
+
+    def __init__(self, kind: str, cpu: int | None, *, ready_timeout_s: float = 120.0) -> None:
+        self.kind = kind
+        self.cpu = cpu
+        self.ready_timeout_s = ready_timeout_s
+        self.proc: asyncio.subprocess.Process | None = None
+        self.ps: psutil.Process | None = None
+        self.port = 0
+        self.started_s = 0.0
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> SutProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        args = [sys.executable, "-m", "bench.sut", self.kind]
+        if self.cpu is not None:
+            args += ["--cpu", str(self.cpu)]
+        t0 = time.perf_counter()
+        self.proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=None,  # the SUT's warnings show up on the bench's stderr
+            cwd=str(ROOT),
+            limit=2**20,
+        )
+        try:
+            ready = await asyncio.wait_for(self._read(), self.ready_timeout_s)
+        except BaseException:
+            await self.kill()
+            raise
+        if not ready.get("ready"):
+            await self.kill()
+            raise RuntimeError(f"{self.kind} did not start: {ready}")
+        self.started_s = time.perf_counter() - t0
+        self.port = int(ready["port"])
+        self.ps = psutil.Process(self.proc.pid)
+
+    async def _read(self) -> dict[str, Any]:
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        line = await self.proc.stdout.readline()
+        if not line:
+            code = await self.proc.wait()
+            raise RuntimeError(f"bench.sut {self.kind} exited with {code} before answering")
+        doc: dict[str, Any] = json.loads(line)
+        return doc
+
+    async def cmd(self, doc: dict[str, Any], timeout_s: float = 60.0) -> dict[str, Any]:
+        assert self.proc is not None
+        assert self.proc.stdin is not None
+        async with self._lock:
+            self.proc.stdin.write((json.dumps(doc) + "\n").encode())
+            await self.proc.stdin.drain()
+            return await asyncio.wait_for(self._read(), timeout_s)
+
+    def cpu_seconds(self) -> float:
+        assert self.ps is not None
+        t = self.ps.cpu_times()
+        return float(t.user + t.system)
+
+    def rss_mb(self) -> float:
+        assert self.ps is not None
+        return float(self.ps.memory_info().rss) / 2**20
+
+    async def stop(self) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(Exception):
+            await self.cmd({"cmd": "quit"}, timeout_s=20)
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            await self.kill()
+
+    async def kill(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def core_busy_seconds(cpu: int | None) -> float:
+    """Busy time of one core (every process on it), to tell how much of it was not the SUT's."""
+    if cpu is None:
+        return 0.0
+    t = psutil.cpu_times(percpu=True)[cpu]
+    return float(t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0))
+
+
+def raise_priority(nice: int = -10) -> bool:
+    """Ask for a better scheduling priority, so other work on a shared machine disturbs the timing
+    less; on a dedicated machine it changes nothing. With autogroup scheduling (the Linux default
+    for desktops and many VMs) a process's nice only ranks it within its session, so the session's
+    autogroup gets the same nice. Needs root or CAP_SYS_NICE; harmless to fail."""
+    ok = True
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except OSError:
+        ok = False
+    autogroup = Path("/proc/self/autogroup")
+    if autogroup.exists():
+        try:
+            autogroup.write_text(f"{nice}\n")
+        except OSError:
+            ok = False
+    return ok
+
+
+def own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
