@@ -169,10 +169,15 @@ class SimulatedPerson:
         self.speaking = None
         self._speaking_meta = {}
         self.note("lead_done", **{k: v for k, v in meta.items() if k in {"turn", "what"}})
-        # Fresh ears: anything the agent says from here on is a new turn.
-        self.in_turn = False
-        self._onset = 0
-        self._silent_frames = 0
+        if meta.get("what") == "hello" and self.in_turn:
+            # "Hello?" said over the start of the agent's greeting: the greeting goes on, and it is
+            # the turn this person answers; its rest is not a new turn.
+            self._silent_frames = 0
+        else:
+            # Fresh ears: anything the agent says from here on is a new turn.
+            self.in_turn = False
+            self._onset = 0
+            self._silent_frames = 0
         if meta.get("what") == "greeting":
             b = Clip(beep(), "")
             self._queue.insert(0, (b, {"what": "beep"}))

@@ -103,3 +103,13 @@ def test_hangup_timers():
     assert quiet.p.hangup_reason is None  # the agent spoke: the silence clock restarted
     quiet.run(agent((False, 0.2)))
     assert quiet.p.hangup_reason == "silence"
+
+
+def test_a_hello_over_the_start_of_the_greeting_does_not_split_the_agent_turn():
+    # The bridge greets within milliseconds, so "Hello?" often overlaps the greeting's first words;
+    # the person still answers the greeting (reply 1), not a phantom second turn.
+    r = Run(Person(says=["No, call me next week."], hello="Hello?"), [clip(0.5)], hello=clip(0.5))
+    r.p.media_started()  # the hello is due GREETING_DELAY_S (0.4 s) from here
+    r.run(agent((False, 0.2), (True, 4.0), (False, 2.0)))
+    assert [d["turn"] for _, d in r.kinds("agent_turn")] == [1]
+    assert [d.get("text") for _, d in r.kinds("lead_speaks")] == ["Hello?", "No, call me next week."]
