@@ -8,6 +8,7 @@ work allows. numpy is used where it pays (channel split, level checks); soxr doe
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import soxr
@@ -23,6 +24,7 @@ FRAME_MS = 20
 RESAMPLE_QUALITY = "QQ"
 
 _I16 = np.dtype("<i2")
+_NATIVE_LE = sys.byteorder == "little"  # memoryview.cast("h") reads native order; S16LE matches it
 _EMPTY_I16 = np.zeros(0, dtype=_I16)
 
 
@@ -46,11 +48,17 @@ def deinterleave(pcm: bytes, channels: int, channel: int = 0) -> bytes:
 
 
 def peak(pcm: bytes | bytearray | memoryview) -> int:
-    """Peak absolute sample value, looking at every other sample (enough to tell speech from quiet)."""
+    """Peak absolute sample value over every 8th sample: enough to tell speech from quiet, and at
+    ~3 µs per 20 ms frame (a strided memoryview and the builtins) cheaper than numpy's reductions."""
     if len(pcm) < 2 * SAMPLE_WIDTH:
         return 0
-    samples = np.frombuffer(pcm, dtype=_I16, count=len(pcm) // SAMPLE_WIDTH)[::2]
-    return max(int(samples.max()), -int(samples.min()))
+    if _NATIVE_LE:
+        samples = memoryview(pcm).cast("B")[: len(pcm) - len(pcm) % 2].cast("h")[::8]
+        hi, lo = max(samples), min(samples)
+    else:  # pragma: no cover - big-endian hosts
+        arr = np.frombuffer(pcm, dtype=_I16, count=len(pcm) // SAMPLE_WIDTH)[::8]
+        hi, lo = int(arr.max()), int(arr.min())
+    return hi if hi >= -lo else -lo
 
 
 class StreamResampler:

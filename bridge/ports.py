@@ -103,6 +103,7 @@ class BridgeConfig:
     default_out_rate: int = 16000
     ping_interval_s: float = 15.0
     ping_timeout_s: float = 15.0
+    close_timeout_s: float = 2.0  # a dead peer is dropped within ping interval + ping timeout + this
     metadata_timeout_s: float = 3.0
     engine_start_timeout_s: float = 10.0
     max_frame_bytes: int = 64_000

@@ -131,6 +131,7 @@ class BridgeServer:
             process_request=self._process_request,
             ping_interval=cfg.ping_interval_s,
             ping_timeout=cfg.ping_timeout_s,
+            close_timeout=cfg.close_timeout_s,
             max_size=max(cfg.max_frame_bytes * 4, 2**20),  # oversized frames are dropped by us, not fatal
             max_queue=64,
             server_header=None,

@@ -456,3 +456,23 @@ async def test_drain_deadline_ends_calls_with_the_fallback_action(example_campai
     assert b.store.outcomes["L1"][:1] == (Outcome.FAILED,)
     assert b.store.outcomes["L1"][2] == "bridge shutdown"
     await client.wait_closed()
+
+
+async def test_a_peer_that_stops_answering_pings_is_dropped(example_campaign: Campaign) -> None:
+    b = await start_bridge(example_campaign, ping_interval_s=0.2, ping_timeout_s=0.3, close_timeout_s=0.5)
+    try:
+        client = b.client()
+        await client.connect()
+        await hear_greeting(client)
+        assert client.ws is not None
+        client.ws.transport.pause_reading()  # a dead peer: no pongs from here on
+        loop = asyncio.get_running_loop()
+        paused_at = loop.time()
+        await wait_until(lambda: bool(b.call_metrics()), limit_s=5)
+        assert loop.time() - paused_at < 2.5  # ping interval + pong timeout + close timeout, and some
+        assert b.server.active_sessions == 0
+        assert b.store.outcomes["L1"][2] == "lead hung up"
+        client.ws.transport.resume_reading()
+        await client.close()
+    finally:
+        await b.server.drain(deadline_s=1)

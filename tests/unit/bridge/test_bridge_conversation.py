@@ -209,7 +209,11 @@ async def test_rep_who_never_answers_gets_the_fallback_line_and_a_callback(
 ) -> None:
     monkeypatch.setattr("bridge.conversation.SUPERVISION_POLL_S", 0.01)
     campaign = with_transfer(
-        example_campaign, strategy=TransferStrategy.SUPERVISE_BARGE, whisper=True, ring_timeout_s=5
+        # model_copy skips validation: a ring timeout shorter than a real campaign may set
+        example_campaign,
+        strategy=TransferStrategy.SUPERVISE_BARGE,
+        whisper=True,
+        ring_timeout_s=0.3,
     )
     carrier = PatchingCarrier(rings=10_000)
     h = await Harness(campaign, engine(HOT_SCRIPT), carrier=carrier).start()
@@ -365,7 +369,7 @@ async def test_callback_request_from_end_when(example_campaign: Campaign) -> Non
 @pytest.mark.slow
 async def test_silence_nudges_once_then_closes(example_campaign: Campaign) -> None:
     campaign = example_campaign.model_copy(
-        update={"limits": example_campaign.limits.model_copy(update={"silence_timeout_s": 2.0})}
+        update={"limits": example_campaign.limits.model_copy(update={"silence_timeout_s": 0.6})}
     )
     h = await Harness(campaign, engine()).start()
     await h.finished(limit_s=15)
