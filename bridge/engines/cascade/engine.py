@@ -434,9 +434,12 @@ class CascadeEngine:
             threshold = s.opening_barge_in_ms if opening else s.barge_in_ms
             if self._vad.speech_ms >= threshold:
                 self._barge_in()
-        # Only the first utterance is probed: an answering machine talks first and at length.
+        # Only a first utterance said over the opening is probed: an answering machine starts
+        # talking as it picks up, over the greeting, and at length. A person answering after the
+        # greeting costs no extra transcriptions.
         if (
             self._finished_utterances == 0
+            and self._overlapped
             and self._probes_done < len(s.probe_ms)
             and self._vad.stream_ms - self._utt_start_ms >= s.probe_ms[self._probes_done]
         ):

@@ -324,6 +324,18 @@ async def test_a_voicemail_greeting_is_caught_from_a_partial_transcript(example_
     await engine.close()
 
 
+async def test_a_first_answer_after_the_greeting_is_not_probed(example_campaign: Campaign) -> None:
+    stt = ScriptedSTT(["Yes, now is fine, go ahead with your questions."])
+    engine, rec = await started(example_campaign, stt, vad=VadSettings(probe_ms=(1000, 2000)))
+    await engine.say(opening_text(ctx(example_campaign)))
+    await rec.wait_count(TurnComplete, 1)
+    await feed(engine, silence(opening_ms(example_campaign) + 300) + voiced(2500) + silence(700))
+    await rec.wait_count(ToolCall, 1)
+    assert len(stt.calls) == 1  # the final transcript only
+    assert [t.final for t in rec.of(TranscriptIn)] == [True]
+    await engine.close()
+
+
 async def test_a_failing_part_fails_the_engine(example_campaign: Campaign) -> None:
     stt = ScriptedSTT()
     stt.fail = RuntimeError("model crashed")
