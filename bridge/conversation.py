@@ -213,6 +213,7 @@ class Conversation:
         self._send_task: asyncio.Task[None] | None = None
         self._control_task: asyncio.Task[None] | None = None
         self._side: set[asyncio.Task[None]] = set()
+        self._reaped: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -243,17 +244,18 @@ class Conversation:
         if self._main is not None and not self._main.done():
             self._main.cancel()
 
-    @property
-    def active(self) -> bool:
-        return not self.result.silent
-
     async def _cancel_tasks(self) -> None:
-        tasks = [t for t in (self._recv_task, self._send_task, self._control_task) if t is not None]
+        tasks = [
+            t
+            for t in (self._recv_task, self._send_task, self._control_task)
+            if t is not None and t not in self._reaped
+        ]
         for t in tasks:
             if not t.done():
                 t.cancel()
         if tasks:
             results = await asyncio.gather(*tasks, return_exceptions=True)
+            self._reaped.update(tasks)
             for t, r in zip(tasks, results, strict=True):
                 if isinstance(r, Exception):
                     log.error("call task failed", exc_info=r, extra={"task": t.get_name()})
@@ -407,8 +409,8 @@ class Conversation:
                     return
             if not self._silent:
                 self._engine_failed("the engine's event stream ended")
-        except (asyncio.CancelledError, ConnectionClosed):
-            raise
+        except ConnectionClosed:
+            return  # the carrier (or our own transfer) closed the stream
         except Exception as exc:
             log.exception("send task failed", extra={"session_id": self.session_id})
             self._engine_failed(f"{type(exc).__name__}: {exc}")

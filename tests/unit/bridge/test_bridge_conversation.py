@@ -203,7 +203,6 @@ async def test_whisper_summary_waits_for_the_rep_to_pick_up(
     await h.finished()
 
 
-@pytest.mark.slow
 async def test_rep_who_never_answers_gets_the_fallback_line_and_a_callback(
     example_campaign: Campaign, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -366,7 +365,6 @@ async def test_callback_request_from_end_when(example_campaign: Campaign) -> Non
     assert EndReason.CALLBACK_REQUESTED.outcome is Outcome.CALLBACK_REQUESTED
 
 
-@pytest.mark.slow
 async def test_silence_nudges_once_then_closes(example_campaign: Campaign) -> None:
     campaign = example_campaign.model_copy(
         update={"limits": example_campaign.limits.model_copy(update={"silence_timeout_s": 0.6})}
