@@ -20,6 +20,7 @@ KILL_AUDIO = json.dumps({"type": "killAudio"})  # flush what the platform has bu
 # Where the unpublished metadata frame may carry the call id, in order of preference.
 _CALL_ID_KEYS = ("callSid", "call_sid", "call_id", "callId", "sessionId", "session_id", "streamSid")
 _SESSION_KEYS = ("sessionId", "session_id", "session")
+_SESSION_PREFIX = "HD_"  # Sautikit's session ids; call uuids look different
 _RATE_KEYS = ("sampleRate", "sample_rate", "outputSamplingRate", "samplingRate")
 _REPLY_RATE_KEYS = ("bidirectionalSamplingRate", "bidirectional_sampling_rate", "replyRate")
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -142,9 +143,16 @@ def parse_metadata(text: str) -> StreamMeta:
     channels = _channels(doc)
     if channels == 1 and isinstance(nested, dict):
         channels = _channels(nested)
-    session = pick(_SESSION_KEYS, _clean_id) or _clean_id(headers.get("session") or headers.get("sessionId"))
+    ids = [v for scope in scopes for k in _CALL_ID_KEYS if (v := _clean_id(scope.get(k))) is not None]
+    session = (
+        pick(_SESSION_KEYS, _clean_id)
+        or next((v for v in ids if v.startswith(_SESSION_PREFIX)), None)
+        or _clean_id(headers.get("session") or headers.get("sessionId"))
+    )
+    # The call's own id (a uuid) when the frame has one besides the session id, for the call record.
+    call_id = next((v for v in ids if not v.startswith(_SESSION_PREFIX)), None) or (ids[0] if ids else None)
     return StreamMeta(
-        call_id=pick(_CALL_ID_KEYS, _clean_id),
+        call_id=call_id,
         session_id=session,
         sample_rate=pick(_RATE_KEYS, _rate),
         reply_rate=pick(_REPLY_RATE_KEYS, _rate),

@@ -46,6 +46,28 @@ def test_metadata_call_id_under_any_known_name(frame: dict[str, object], call_id
     assert parse_metadata(json.dumps(frame)).call_id == call_id
 
 
+def test_metadata_as_the_simulator_sends_it() -> None:
+    meta = parse_metadata(
+        json.dumps(
+            {
+                "callSid": "HD_0123456789ab",
+                "sessionId": "HD_0123456789ab",
+                "call_id": "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+                "streamSid": None,
+                "sampleRate": 16000,
+                "bidirectionalSamplingRate": 16000,
+                "mixType": "mono",
+                "channels": 1,
+                "headers": {},
+            }
+        )
+    )
+    assert meta.session_id == "HD_0123456789ab"
+    assert meta.call_id == "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
+    only_sid = parse_metadata(json.dumps({"callSid": "HD_0123456789ab"}))
+    assert only_sid.session_id == only_sid.call_id == "HD_0123456789ab"
+
+
 def test_metadata_headers_rates_and_channels() -> None:
     as_string = {
         "callSid": "abc",
