@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
@@ -151,3 +151,20 @@ tracer = Tracer()  # disabled outside Lambda (Powertools checks LAMBDA_TASK_ROOT
 def record_metric(name: Metric, value: float = 1, *, into: Metrics | None = None) -> None:
     """Add one metric value with its proper unit to `into` (default: the shared `metrics`)."""
     (into or metrics).add_metric(name=name.value, unit=unit_of(name), value=value)
+
+
+class MetricsSink(Protocol):
+    """What domain code needs to emit a metric (`unit` is a CloudWatch unit name). Functions pass
+    `PowertoolsSink`; tests pass a recorder. Keeps the domain free of Powertools' global state."""
+
+    def add(self, name: str, value: float = 1, unit: str = "Count") -> None: ...
+
+
+class PowertoolsSink:
+    """`MetricsSink` over the shared Powertools `Metrics` (flushed by `@metrics.log_metrics`)."""
+
+    def __init__(self, into: Metrics | None = None) -> None:
+        self._metrics = into if into is not None else metrics
+
+    def add(self, name: str, value: float = 1, unit: str = "Count") -> None:
+        self._metrics.add_metric(name=name, unit=MetricUnit(unit), value=value)

@@ -708,6 +708,10 @@ class DynamoStore:
             return False
         return True
 
+    def forget_event(self, event_id: str) -> None:
+        """Undo `mark_event` when handling the event failed, so the sender's redelivery is handled."""
+        self._call("delete_item", Key={"PK": {"S": f"EVENT#{event_id}"}, "SK": {"S": "EVENT"}})
+
 
 def _profile(item: Mapping[str, Any]) -> LeadProfile:
     return LeadProfile(
