@@ -209,7 +209,10 @@ def fixed_lines(ctx: SessionContext) -> list[str]:
 
 
 def vocabulary_prompt(ctx: SessionContext) -> str:
-    """A short prompt that biases speech-to-text towards this call's names and words."""
+    """A short prompt that biases speech-to-text towards this call's names and words.
+
+    Off by default (`bias_vocabulary`): with tiny.en it cost more than it gave on our samples
+    (word errors 2.1% → 4.1%, "By September" heard as "Bicep Denver"), and it lengthens decoding."""
     agent, lead = ctx.campaign.agent, ctx.lead
     names = ", ".join(n for n in (lead.first_name, lead.company, agent.name, agent.company) if n)
     return f"A phone call. {names}."
@@ -232,7 +235,7 @@ class CascadeEngine:
         chunk_ms: int = 20,
         cache: SpeechCache | None = None,
         presynthesize: bool = True,
-        bias_vocabulary: bool = True,
+        bias_vocabulary: bool = False,
         max_queued_events: int = 4096,
     ) -> None:
         self.input_rate = input_rate

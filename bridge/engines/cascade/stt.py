@@ -63,6 +63,18 @@ _HALLUCINATIONS = re.compile(
 )
 
 
+_SENTENCE = re.compile(r"[^.!?]+[.!?]*")
+
+
+def _collapse_loops(text: str) -> str:
+    """ "Just me. Just me. Just me." → "Just me.": the decoder's loop on a short window."""
+    out: list[str] = []
+    for sentence in (m.group(0).strip() for m in _SENTENCE.finditer(text)):
+        if sentence and (len(out) < 1 or sentence.lower() != out[-1].lower()):
+            out.append(sentence)
+    return " ".join(out)
+
+
 @dataclass(frozen=True)
 class WhisperOptions:
     beam_size: int = 1  # greedy: tiny.en gains little from a beam on short phone answers
@@ -70,6 +82,13 @@ class WhisperOptions:
     no_speech_threshold: float = 0.6
     log_prob_threshold: float = -1.0
     language: str = "en"
+    # Whisper's encoder is built for 30 s windows and faster-whisper pads every input to 30 s,
+    # which costs ~250 ms of the ~330 ms a short answer takes on two cores. CTranslate2 accepts a
+    # shorter window: the utterance plus a margin, at least `min_context_ms`. Measured on our
+    # lead phrasings: 4-5x faster, same words (see tests/integration/engines/test_cascade.py).
+    short_context: bool = True
+    min_context_ms: int = 6000
+    context_margin_ms: int = 1500
 
 
 class _SharedModel:
@@ -163,6 +182,10 @@ class WhisperSTT:
             return ""
         o = self.options
         model = self._model().model
+        frames = audio.size // 160  # the feature extractor's 10 ms hop
+        if o.short_context and frames + o.context_margin_ms // 10 <= 3000:
+            text = self._short_context(model, audio, prompt)
+            return "" if _HALLUCINATIONS.match(text) else text
         segments, _info = model.transcribe(
             audio,
             language=o.language,
@@ -183,6 +206,39 @@ class WhisperSTT:
         ]
         text = " ".join(t.strip() for t in texts).strip()
         return "" if _HALLUCINATIONS.match(text) else text
+
+    def _short_context(self, model: Any, audio: np.ndarray, prompt: str) -> str:
+        import ctranslate2
+        from faster_whisper.tokenizer import Tokenizer
+
+        o = self.options
+        tokenizer = Tokenizer(
+            model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=o.language
+        )
+        features = model.feature_extractor(audio)  # (n_mels, frames), not padded
+        frames = features.shape[-1]
+        window = min(3000, max(o.min_context_ms // 10, frames + o.context_margin_ms // 10))
+        features = np.pad(features, ((0, 0), (0, max(0, window - frames))))[:, :window]
+        tokens = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        if prompt:
+            tokens = [tokenizer.sot_prev, *tokenizer.encode(" " + prompt.strip())[-223:], *tokens]
+        encoded = model.model.encode(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None], dtype=np.float32)),
+            to_cpu=False,
+        )
+        seconds = audio.size / STT_RATE
+        result = model.model.generate(
+            encoded,
+            [tokens],
+            beam_size=o.beam_size,
+            max_length=int(24 + 8 * seconds),  # ~3 words a second and room: a runaway loop stops here
+            suppress_blank=True,
+            return_no_speech_prob=True,
+        )[0]
+        if result.no_speech_prob > o.no_speech_threshold:
+            return ""
+        ids = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+        return _collapse_loops(tokenizer.decode(ids).strip())
 
     async def transcribe(self, pcm: bytes, rate: int, *, prompt: str = "") -> str:
         run = functools.partial(self.transcribe_blocking, pcm, rate, prompt=prompt)

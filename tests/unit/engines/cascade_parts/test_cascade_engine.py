@@ -169,7 +169,7 @@ async def test_an_answer_by_voice_becomes_a_tool_call_and_the_next_question(
     example_campaign: Campaign,
 ) -> None:
     stt = ScriptedSTT(["Yes, go ahead."])
-    engine, rec = await started(example_campaign, stt)
+    engine, rec = await started(example_campaign, stt, bias_vocabulary=True)
     await engine.say(opening_text(ctx(example_campaign)))
     await rec.wait_count(TurnComplete, 1)
     await feed(engine, silence(opening_ms(example_campaign) + 300) + voiced(700) + silence(700))
@@ -178,7 +178,7 @@ async def test_an_answer_by_voice_becomes_a_tool_call_and_the_next_question(
     assert call.name == "record_answer"
     assert call.args == {"question_id": "good_time", "value": "yes", "quote": "Yes, go ahead."}
     assert rec.of(TranscriptIn) == [TranscriptIn(text="Yes, go ahead.", final=True)]
-    # Whisper gets the utterance at 16 kHz and a prompt with the call's names.
+    # Whisper gets the utterance at 16 kHz and (when asked for) a prompt with the call's names.
     nbytes, rate, prompt = stt.calls[0]
     assert rate == 16000
     assert 700 * 32 <= nbytes <= (700 + 300 + 200 + 40) * 32
