@@ -22,7 +22,6 @@ import time
 import urllib.request
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from typing import Any
 
 from bridge.ports import BridgeConfig
@@ -71,21 +70,11 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 def load_config(environ: Mapping[str, str]) -> tuple[Any, BridgeConfig]:
-    """BridgeSettings from the environment, and the bridge's resolved config.
-
-    ENGINE=fake (the scripted tone engine for tests and the benchmark) is not one of the
-    production engines BridgeSettings knows, so it is validated as `local` and selected here."""
+    """BridgeSettings from the environment, and the bridge's resolved config."""
     from leadqual.settings import BridgeSettings
 
-    env = dict(environ)
-    fake = env.get("ENGINE", "").strip().lower() == "fake"
-    if fake:
-        env["ENGINE"] = "local"
-    settings = BridgeSettings.from_env(env)
-    config = BridgeConfig.from_settings(settings)
-    if fake:
-        config = replace(config, engine="fake")
-    return settings, config
+    settings = BridgeSettings.from_env(dict(environ))
+    return settings, BridgeConfig.from_settings(settings)
 
 
 async def serve(settings: Any, config: BridgeConfig) -> None:

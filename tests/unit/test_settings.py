@@ -237,7 +237,8 @@ def test_bridge_engines_need_their_keys() -> None:
     assert err.variable == "OPENAI_API_KEY"
     err = error(BridgeSettings, {**BRIDGE, "ENGINE": "whisper"})
     assert err.variable == "ENGINE"
-    assert "'local', 'gemini' or 'openai'" in str(err)
+    assert "'local', 'gemini', 'openai' or 'fake'" in str(err)
+    assert BridgeSettings.from_env({**BRIDGE, "ENGINE": "fake"}).engine == "fake"
     s = BridgeSettings.from_env(
         {
             **BRIDGE,

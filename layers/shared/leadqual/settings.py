@@ -249,7 +249,8 @@ class BridgeSettings(_SautikitSettings):
 
     host: str = Field("0.0.0.0", alias="HOST")  # noqa: S104  # a container listens on every interface
     port: int = Field(8080, alias="PORT", ge=0, le=65_535)
-    engine: Literal["local", "gemini", "openai"] = Field("local", alias="ENGINE")
+    # "fake" is the scripted tone engine for tests and the benchmark (bridge/engines/fake.py).
+    engine: Literal["local", "gemini", "openai", "fake"] = Field("local", alias="ENGINE")
     gemini_api_key: str | None = _secret("GEMINI_API_KEY", None)
     gemini_model: str = Field(GEMINI_DEFAULT_MODEL, alias="GEMINI_MODEL")
     gemini_base_url: str | None = Field(None, alias="GEMINI_BASE_URL")  # a local fake server in tests
