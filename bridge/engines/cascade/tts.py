@@ -217,15 +217,22 @@ class _Espeak:
         import espeakng_loader
 
         self.lock = threading.Lock()
-        tmp = Path(tempfile.mkdtemp(prefix="cascade-espeak-"))
-        path = tmp / "libespeak-ng-cascade.so"
-        shutil.copyfile(espeakng_loader.get_library_path(), path)
+        lib: Any
         try:
-            lib: Any = ctypes.CDLL(str(path))
-        finally:
-            # The mapping outlives the file; nothing is left behind in /tmp.
-            path.unlink(missing_ok=True)
-            os.rmdir(tmp)
+            tmp = Path(tempfile.mkdtemp(prefix="cascade-espeak-"))
+        except OSError:
+            # No writable temp dir (a read-only container): share the library's statics instead.
+            log.warning("espeak: no private copy, using the shared library")
+            lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        else:
+            path = tmp / "libespeak-ng-cascade.so"
+            try:
+                shutil.copyfile(espeakng_loader.get_library_path(), path)
+                lib = ctypes.CDLL(str(path))
+            finally:
+                # The mapping outlives the file; nothing is left behind in /tmp.
+                path.unlink(missing_ok=True)
+                os.rmdir(tmp)
         lib.espeak_Initialize.restype = ctypes.c_int
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
