@@ -104,6 +104,12 @@ async def serve(settings: Any, config: BridgeConfig) -> None:
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.drain_soon)
+    if config.engine == "local":
+        # Load Whisper and the voice before the first call, not during it (time to first word).
+        from bridge.engines.cascade import CascadeEngine
+
+        timings = await CascadeEngine.warm_up()
+        log.info("offline engine warmed up", extra=timings)
     await server.start()
     log.info("bridge ready", extra={"port": server.port, "engine": config.engine})
     try:

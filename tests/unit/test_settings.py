@@ -296,3 +296,19 @@ def test_the_default_resolver_reads_secrets_manager(monkeypatch: pytest.MonkeyPa
         env = {**DIALER, "WEBHOOK_SECRET_ARN": arn}
         del env["WEBHOOK_SECRET"]
         assert DialerSettings.from_env(env).webhook_secret == "wh_from_sm"
+
+
+def test_bridge_cascade_parts_are_offline_unless_a_backend_url_is_given() -> None:
+    offline = BridgeSettings.from_env(BRIDGE)
+    assert offline.cascade_stt_url is None
+    assert offline.cascade_llm_url is None
+    hosted = BridgeSettings.from_env(
+        {
+            **BRIDGE,
+            "CASCADE_STT_URL": "http://stt.internal:8000",
+            "CASCADE_API_KEY": "k",
+            "CASCADE_VOICE": "en",
+        }
+    )
+    assert hosted.cascade_stt_url == "http://stt.internal:8000"
+    assert "cascade_api_key" not in repr(hosted)  # a bearer token stays out of logs

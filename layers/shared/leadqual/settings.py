@@ -263,6 +263,17 @@ class BridgeSettings(_SautikitSettings):
     table_name: str = Field(alias="TABLE_NAME", min_length=3)
     from_number: E164 | None = Field(None, alias="FROM_NUMBER")
     campaigns_dir: Directory = Field(default_factory=builtin_campaigns_dir, alias="CAMPAIGNS_DIR")
+    # ENGINE=local's parts: each one unset stays offline (Whisper tiny.en, espeak, rule interviewer);
+    # a URL swaps in a self-hosted OpenAI-compatible backend for that part.
+    cascade_stt_url: str | None = Field(None, alias="CASCADE_STT_URL")
+    cascade_stt_model: str | None = Field(None, alias="CASCADE_STT_MODEL")
+    cascade_tts_url: str | None = Field(None, alias="CASCADE_TTS_URL")
+    cascade_tts_model: str | None = Field(None, alias="CASCADE_TTS_MODEL")
+    cascade_tts_voice: str | None = Field(None, alias="CASCADE_TTS_VOICE")
+    cascade_llm_url: str | None = Field(None, alias="CASCADE_LLM_URL")
+    cascade_llm_model: str | None = Field(None, alias="CASCADE_LLM_MODEL")
+    cascade_api_key: str | None = Field(None, alias="CASCADE_API_KEY", repr=False)
+    cascade_voice: str | None = Field(None, alias="CASCADE_VOICE")  # an espeak voice, e.g. en-us+f3
 
     @model_validator(mode="after")
     def _engine_key(self) -> BridgeSettings:
