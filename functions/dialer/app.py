@@ -7,6 +7,8 @@ with a runner wired to moto and the simulator.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from leadqual.dialing import (
@@ -18,7 +20,7 @@ from leadqual.dialing import (
     SautikitCarrier,
 )
 from leadqual.observability import PowertoolsSink, logger, metrics, tracer
-from leadqual.queue import LeadQueue
+from leadqual.queue import LeadQueue, utcnow
 from leadqual.sautikit import SautikitClient
 from leadqual.settings import DialerSettings
 from leadqual.store import DynamoStore
@@ -27,9 +29,14 @@ _runner: BatchRunner | None = None
 
 
 def build(
-    settings: DialerSettings, *, dynamodb: Any = None, sqs: Any = None, http: Any = None
+    settings: DialerSettings,
+    *,
+    dynamodb: Any = None,
+    sqs: Any = None,
+    http: Any = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> BatchRunner:
-    """The dialer's adapters from its settings; boto3 clients and the httpx client may be injected."""
+    """The dialer's adapters from its settings; boto3 clients, the httpx client and the clock may be injected."""
     import boto3
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
@@ -48,6 +55,7 @@ def build(
             slot_lease_s=settings.slot_lease_seconds,
         ),
         metrics=PowertoolsSink(),
+        clock=clock or utcnow,
     )
     return BatchRunner(dialer)
 
