@@ -81,76 +81,19 @@ class Inputs:
     dnc: list[tuple[str, str]]  # (e164, reason)
 
 
-def _truthy(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    text = str(value or "").strip().lower()
-    if text in ("true", "yes", "y", "1"):
-        return True
-    if text in ("false", "no", "n", "0", ""):
-        return False
-    return None
+def read_lead_file(
+    path: Path, default_campaign: str, campaigns: set[str] | None = None
+) -> tuple[list[LeadRow], list[tuple[int, str]]]:
+    """Leads from CSV or JSONL, checked exactly as `leadqual enqueue` checks them (E.164 phone,
+    explicit opt-in, real time zone, known campaign, no id twice). Rows that fail come back as
+    (line, reason) and are not sent. A row without a campaign gets `default_campaign`."""
+    from leadqual.commands.enqueue import check, read_rows
 
-
-def read_lead_file(path: Path, default_campaign: str) -> tuple[list[LeadRow], list[tuple[int, str]]]:
-    """Leads from CSV or JSONL (DESIGN.md §5: lead_id, phone, name, company, opt_in, optional
-    timezone and campaign). Rows that do not validate come back as (line, reason) and are not sent.
-    A row without a campaign gets `default_campaign` (the one `--campaign` names)."""
-    from pydantic import ValidationError
-
-    from leadqual.compliance import normalise_phone
-    from leadqual.errors import InvalidLead
-    from leadqual.models import Lead
-
-    rows: list[tuple[int, dict[str, Any]]] = []
-    text = path.read_text(encoding="utf-8-sig")
-    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        for n, raw in enumerate(text.splitlines(), start=1):
-            if raw.strip():
-                try:
-                    rows.append((n, json.loads(raw)))
-                except ValueError:
-                    rows.append((n, {"__error__": "not a JSON object"}))
-    else:
-        reader = csv.DictReader(text.splitlines())
-        for n, record in enumerate(reader, start=2):
-            rows.append((n, {k.strip(): (v or "").strip() for k, v in record.items() if k}))
-    leads: list[LeadRow] = []
-    invalid: list[tuple[int, str]] = []
-    seen: set[str] = set()
-    for line, data in rows:
-        if "__error__" in data:
-            invalid.append((line, data["__error__"]))
-            continue
-        opt_in = _truthy(data.get("opt_in"))
-        if opt_in is None:
-            invalid.append((line, "opt_in: use true or false"))
-            continue
-        values = {
-            "lead_id": data.get("lead_id"),
-            "phone": str(data.get("phone") or ""),
-            "name": data.get("name") or "",
-            "company": data.get("company") or "",
-            "opt_in": opt_in,
-            "timezone": data.get("timezone") or None,
-            "campaign": data.get("campaign") or default_campaign,
-        }
-        try:
-            lead = Lead.model_validate(values)
-            lead = lead.model_copy(update={"phone": normalise_phone(lead.phone)})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            invalid.append((line, f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"))
-            continue
-        except InvalidLead as exc:
-            invalid.append((line, f"phone: {exc.reason}"))
-            continue
-        if lead.lead_id in seen:
-            invalid.append((line, f"lead_id {lead.lead_id} appears twice"))
-            continue
-        seen.add(lead.lead_id)
-        leads.append(LeadRow(lead, line))
-    return leads, invalid
+    checked = check(read_rows(path), campaigns=campaigns, default_campaign=default_campaign)
+    return (
+        [LeadRow(lead, line) for line, lead in checked.valid],
+        [(problem.line, str(problem).split(": ", 1)[-1]) for problem in checked.invalid],
+    )
 
 
 def read_dnc(path: Path | None) -> list[tuple[str, str]]:
@@ -169,11 +112,13 @@ def read_dnc(path: Path | None) -> list[tuple[str, str]]:
 
 def load_inputs(leads_path: Path, directory_path: Path, campaign_path: Path, dnc_path: Path | None) -> Inputs:
     from leadqual.campaign import load_campaign
+    from leadqual.settings import builtin_campaigns_dir
     from local.sautikit import Directory
 
     campaign = load_campaign(campaign_path)
     directory = Directory.load(directory_path)
-    leads, invalid = read_lead_file(leads_path, campaign.id)
+    known = {p.stem for p in builtin_campaigns_dir().glob("*.yaml")} | {campaign.id}
+    leads, invalid = read_lead_file(leads_path, campaign.id, known)
     expected = {}
     for row in leads:
         person = directory.person(row.lead.phone)
@@ -563,11 +508,7 @@ def build_report(
     extras: list[dict[str, Any]] = []
     order = {q.id: i for i, q in enumerate(campaign.questions)}
     for v in views:
-        p = v.profile
         answers = sorted(v.answers, key=lambda a: order.get(a.question_id, 99))
-        score = getattr(p, "score", None) if p is not None else None
-        billed = sum(int(c.billed_seconds or 0) for c in v.calls)
-        cost_minor = sum(int(c.cost_minor or 0) for c in v.calls)
         ttfw = next(
             (c.time_to_first_word_ms for c in reversed(v.calls) if c.time_to_first_word_ms is not None), None
         )
@@ -589,29 +530,11 @@ def build_report(
                     transcribe_agent_turns(dest, timeline, model, answered_t)
                 except Exception as exc:  # a transcript is a nicety; the report stands without it
                     timeline.append({"t": 0.0, "who": "note", "text": f"no transcript: {exc}"})
-        row: dict[str, Any] = {
-            "lead_id": v.lead_id,
-            "phone": v.lead.phone,
-            "outcome": v.outcome or "unfinished",
-            "answers": {a.question_id: a.value for a in answers},
-            "score": None if score is None else score.points,
-            "attempts": int(getattr(p, "attempts", 0) or 0),
-            "billed_seconds": billed,
-            "cost_kes": round(cost_minor / 100, 2),
-            "time_to_first_word_ms": None if ttfw is None else round(float(ttfw), 1),
-            # Beyond the §5 schema, for people reading the report:
-            "name": v.lead.name,
-            "company": v.lead.company,
-            "expected": v.expected,
-            "verdict": None if score is None else str(score.verdict),
-            "score_max": None if score is None else score.max_points,
-            "reason": getattr(p, "reason", None) if p is not None else None,
-            "score_reasons": [] if score is None else list(score.reasons),
-            "transferred_to": next((c.transferred_to for c in v.calls if c.transferred_to), None),
-            "session_id": v.last_call.session_id if v.last_call is not None else None,
-            "recording": recording_rel,
-            "transcript": f"calls/{v.lead_id}.json" if sim else None,
-        }
+        row = lead_report_row(v, answers, ttfw)
+        row.update(
+            recording=recording_rel,
+            transcript=f"calls/{v.lead_id}.json" if sim else None,
+        )
         if sim:
             (calls_dir / f"{v.lead_id}.json").write_text(
                 json.dumps(
@@ -645,21 +568,50 @@ def build_report(
     return report, extras
 
 
-def compute_totals(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    hot = sum(1 for r in rows if r.get("verdict") == "hot" or r["outcome"] == "hot_transferred")
-    cost = round(sum(float(r["cost_kes"]) for r in rows), 2)
+def lead_report_row(view: LeadView, answers: Sequence[Any], ttfw: float | None) -> dict[str, Any]:
+    """One lead in the report: the DESIGN.md §5 fields first, then what `leadqual report` says about
+    a lead (same code, so both reports agree), then the demo's own (expected outcome, recording)."""
+    from leadqual.commands.report import lead_row
+
+    p = view.profile
+    answer_map = {a.question_id: a.value for a in answers}
+    base: dict[str, Any] = (
+        lead_row(p, list(view.calls), answer_map)
+        if p is not None
+        else {"name": view.lead.name, "company": view.lead.company, "status": "queued", "score": None}
+    )
+    detail = base.pop("score", None)
     return {
-        "leads": len(rows),
-        "dialed": sum(1 for r in rows if r["attempts"] > 0),
-        "answered": sum(1 for r in rows if r["billed_seconds"] > 0),
-        "hot": hot,
-        "cold": sum(1 for r in rows if r["outcome"] == "cold_closed"),
-        "transferred": sum(1 for r in rows if r["outcome"] == "hot_transferred"),
-        "billed_seconds": sum(int(r["billed_seconds"]) for r in rows),
-        "cost_kes": cost,
-        "cost_per_qualified_lead_kes": round(cost / hot, 2) if hot else None,
-        "by_outcome": dict(Counter(str(r["outcome"]) for r in rows).most_common()),
+        "lead_id": view.lead_id,
+        "phone": view.lead.phone,
+        # A lead with a retry scheduled has no final outcome in the store yet; the demo reports
+        # the outcome of the attempt it made (no_answer, busy), see finished_outcome().
+        "outcome": view.outcome or "unfinished",
+        "answers": answer_map,
+        "score": None if detail is None else detail["points"],
+        "attempts": int(getattr(p, "attempts", 0) or 0),
+        "billed_seconds": int(base.get("billed_seconds") or 0),
+        "cost_kes": float(base.get("cost_kes") or 0.0),
+        "time_to_first_word_ms": None if ttfw is None else round(float(ttfw), 1),
+        **{k: v for k, v in base.items() if k not in ("lead_id", "phone", "outcome", "answers", "attempts")},
+        "score_detail": detail,
+        "expected": view.expected,
+        "transferred_to": next((c.transferred_to for c in view.calls if c.transferred_to), None),
+        "session_id": view.last_call.session_id if view.last_call is not None else None,
     }
+
+
+def compute_totals(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """`leadqual report`'s totals (same definitions of dialed, answered, hot, cold), plus outcomes."""
+    from leadqual.commands.report import totals
+
+    counted = [
+        {"dialed": False, "answered": False, "transferred": False, "verdict": None, **row} for row in rows
+    ]
+    result = totals(counted)
+    result["cost_kes"] = result.pop("kes")
+    result["by_outcome"] = dict(Counter(str(r["outcome"]) for r in rows).most_common())
+    return result
 
 
 # ----------------------------------------------------------------------------- running it
@@ -872,13 +824,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def _console() -> Any:
     from rich.console import Console
 
     # Bound now: while the stack runs, the handlers' own prints (Powertools logs, EMF) go to a log.
     console = Console(file=sys.stdout)
     if not console.is_terminal:
         console = Console(file=sys.stdout, width=170)  # a CI log or a pipe: do not squeeze the table
+    return console
+
+
+def run(args: argparse.Namespace) -> int:
+    console = _console()
     dnc = args.dnc if args.dnc and str(args.dnc) else None
     options = DemoOptions(
         leads=args.leads,

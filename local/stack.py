@@ -78,7 +78,7 @@ POWERTOOLS_ENV = {
     "POWERTOOLS_LOG_LEVEL": "INFO",
 }
 
-log = logging.getLogger("leadqual.local.stack")
+log = logging.getLogger("local.stack")  # not under "leadqual": Powertools owns that logger
 
 
 class StackError(RuntimeError):
@@ -135,6 +135,7 @@ class Endpoints:
     region: str
     run_dir: str
     logs_dir: str
+    campaigns_dir: str
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -366,7 +367,7 @@ class LocalStack:
                     "POST /events": self._route("events"),
                     "POST /stream-status": self._route("events"),
                 }
-            )
+            ).start()  # serving at once, so close() can always shut it down; routes answer once handlers load
             api_url = self.api.url
             sautikit_url = f"http://127.0.0.1:{sim_port}"
             bridge_url = f"ws://127.0.0.1:{bridge_port}/stream"
@@ -387,6 +388,7 @@ class LocalStack:
                 region=REGION,
                 run_dir=str(self.run_dir),
                 logs_dir=str(self.logs_dir),
+                campaigns_dir=str(self.campaigns_dir),
             )
             base_env = self._base_env(aws_endpoint)
             self.sim = self._start_simulator(base_env, sim_port)
@@ -451,12 +453,19 @@ class LocalStack:
     def _capture_logs(self) -> None:
         """This process's own logging (moto, the runtime, the handlers) goes to logs/stack.log and
         logs/lambda.log; stdout belongs to the user (the endpoints line, the demo's table)."""
+        # First the sink, so loggers made from here on (Powertools' at import) write into it.
+        self._lambda_log = open(self.logs_dir / "lambda.log", "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        _SINK.target = self._lambda_log
+        self._saved_stdout = sys.stdout
+        sys.stdout = _SINK  # type: ignore[assignment]  # a writable text sink is all print() needs
+        self._repoint_stdout_handlers()
         handler = logging.FileHandler(self.logs_dir / "stack.log", encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         with contextlib.suppress(ImportError):
             from leadqual.observability import install_masking
 
             install_masking(handler)
+        self._repoint_stdout_handlers()
         root = logging.getLogger()
         root.addHandler(handler)
         if root.level > logging.INFO or root.level == logging.NOTSET:
@@ -464,10 +473,6 @@ class LocalStack:
         for noisy in ("werkzeug", "botocore", "boto3", "urllib3", "httpx", "httpcore", "moto"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         self._log_handler = handler
-        self._lambda_log = open(self.logs_dir / "lambda.log", "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-        _SINK.target = self._lambda_log
-        self._saved_stdout = sys.stdout
-        sys.stdout = _SINK  # type: ignore[assignment]  # a writable text sink is all print() needs
 
     def _repoint_stdout_handlers(self) -> None:
         """Loggers made before the stack started (Powertools' logger is made at import) hold the
@@ -478,6 +483,8 @@ class LocalStack:
         originals = (self._saved_stdout, sys.__stdout__)
         for lg in loggers:
             for handler in lg.handlers:
+                if any(handler is done for done, _ in self._repointed):
+                    continue
                 if type(handler) is logging.StreamHandler and any(
                     handler.stream is o for o in originals if o is not None
                 ):
@@ -643,7 +650,6 @@ class LocalStack:
             "dialer": _load_handler("functions.dialer.app"),
         }
         self._repoint_stdout_handlers()
-        self.api.start()
         self.poller = SqsPoller(
             self.sqs,
             res.queue_url,
@@ -656,7 +662,10 @@ class LocalStack:
 
     def _route(self, name: str) -> Handler:
         def invoke(event: dict[str, Any], context: Any) -> Any:
-            return self._handlers[name](event, context)
+            handler = self._handlers.get(name)
+            if handler is None:  # a request before the Lambda side is up: API Gateway would answer 503
+                return {"statusCode": 503, "body": '{"message":"Service Unavailable"}'}
+            return handler(event, context)
 
         return invoke
 
@@ -724,11 +733,20 @@ def interrupt_on_signals() -> Iterator[None]:
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """While the stack stops, a second Ctrl-C must not cut the cleanup short (main thread only)."""
+    """While the stack stops, one more Ctrl-C (or SIGTERM) must not cut the cleanup short; a second
+    one does (the children still go: they get SIGTERM when their parent dies). Main thread only."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    seen = 0
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal seen
+        seen += 1
+        if seen >= 2:
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
@@ -737,6 +755,20 @@ def signals_deferred() -> Iterator[None]:
 
 
 # ----------------------------------------------------------------------------- CLI: leadqual local up
+
+
+def usage_hint(ep: Endpoints) -> str:
+    """How to drive the running stack from another terminal (stderr; stdout has only the JSON line)."""
+    return (
+        f"local stack up; logs in {ep.logs_dir}. From another shell:\n"
+        f"  export AWS_ENDPOINT_URL={ep.aws_endpoint_url} AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "
+        f"AWS_DEFAULT_REGION={ep.region} QUEUE_URL={ep.queue_url} TABLE_NAME={ep.table} "
+        f"CAMPAIGNS_DIR={ep.campaigns_dir}\n"
+        "  leadqual enqueue local/data/leads.csv --campaign demo      # or: aws sqs send-message "
+        "--queue-url $QUEUE_URL --message-body '{\"lead_id\": …}'\n"
+        "  leadqual report --format json\n"
+        "Ctrl-C stops it."
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -779,13 +811,7 @@ def run(args: argparse.Namespace) -> int:
                 return 1
             out.write(json.dumps(endpoints.as_dict()) + "\n")
             out.flush()
-            print(
-                f"local stack up (logs in {endpoints.logs_dir}). Enqueue: `leadqual enqueue FILE` with "
-                f"AWS_ENDPOINT_URL={endpoints.aws_endpoint_url} QUEUE_URL={endpoints.queue_url}, or "
-                f"`aws --endpoint-url {endpoints.aws_endpoint_url} sqs send-message --queue-url "
-                f"{endpoints.queue_url} --message-body '<lead JSON>'`. Ctrl-C stops it.",
-                file=sys.stderr,
-            )
+            print(usage_hint(endpoints), file=sys.stderr, flush=True)
             while True:
                 time.sleep(1.0)
                 try:
