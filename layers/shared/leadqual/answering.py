@@ -56,6 +56,7 @@ class AnswerStore(Protocol):
     def put_call(self, record: CallRecord) -> bool: ...
     def update_call(self, lead_id: str, attempt: int, **fields: Any) -> Any: ...
     def put_session(self, session_id: str, lead_id: str, attempt: int) -> None: ...
+    def mark_event(self, event_id: str, ttl_s: int = ...) -> bool: ...
     def get_session(self, session_id: str) -> tuple[str, int] | None: ...
     def set_status(self, lead_id: str, status: LeadStatus, **kwargs: Any) -> None: ...
 
@@ -155,12 +156,14 @@ class VoiceAnswerer:
             logger.info("voice callback answered empty", extra={**log, "why": why})
             return VoiceReply("empty", *Response([]).render(), reason=why, lead_id=lead_id, attempt=attempt)
 
-        now = self.clock()
-        answered_at = record.answered_at or now
-        if record.state is not CallState.ANSWERED or record.answered_at is None:
+        answered_at = record.answered_at or self.clock()
+        if record.state is not CallState.ANSWERED or record.answered_at is None or record.session_id is None:
             self.store.update_call(
                 lead_id, attempt, state=CallState.ANSWERED, answered_at=answered_at, session_id=cb.session_id
             )
+        # Once per attempt, however often the callback comes and whoever recorded the answer first
+        # (the call.answered event often beats the voice callback).
+        if self.store.mark_event(f"answered#{client_request_id(lead_id, attempt)}"):
             self.store.set_status(lead_id, LeadStatus.IN_CALL)
             self.metrics.add("CallsAnswered")
         status_url = self.config.status_callback_url or status_callback_url

@@ -152,6 +152,7 @@ class DialStore(Protocol):
     def update_call(self, lead_id: str, attempt: int, **fields: Any) -> Any: ...
     def get_call(self, lead_id: str, attempt: int) -> CallRecord | None: ...
     def put_session(self, session_id: str, lead_id: str, attempt: int) -> None: ...
+    def mark_event(self, event_id: str, ttl_s: int = ...) -> bool: ...
     def set_status(
         self,
         lead_id: str,
@@ -326,6 +327,9 @@ class Dialer:
         if done >= attempt or done < attempt - 1:
             call = self.store.get_call(lead.lead_id, attempt)
             if done != attempt or (call is not None and (call.session_id or call.state.is_final)):
+                if done == attempt and call is not None and call.session_id:
+                    # A crash after the dial whose call the voice webhook recorded first: count it now.
+                    self._placed(lead.lead_id, attempt, call.session_id)
                 logger.info("duplicate or stale lead message acknowledged", extra={**log, "attempts": done})
                 return DialOutcome(DialStatus.DUPLICATE, lead.lead_id, attempt, reason="already dialled")
             resumed = True  # claimed earlier, but the dial never completed: a crash or a transient error
@@ -396,13 +400,17 @@ class Dialer:
         if self.fault_after_dial is not None:
             self.fault_after_dial(placed)
 
-        before = self.store.get_call(lead.lead_id, attempt)
         self.store.update_call(lead.lead_id, attempt, session_id=placed.session_id, call_id=placed.call_id)
-        self.store.put_session(placed.session_id, lead.lead_id, attempt)
-        if before is None or before.session_id is None:
-            self.metrics.add("CallsPlaced")
+        self._placed(lead.lead_id, attempt, placed.session_id)
         logger.info("call placed", extra={**log, "session_id": placed.session_id, "resumed": resumed})
         return DialOutcome(DialStatus.DIALED, lead.lead_id, attempt, session_id=placed.session_id)
+
+    def _placed(self, lead_id: str, attempt: int, session_id: str) -> None:
+        """Point the session at the attempt and count the call, once per attempt whichever delivery
+        (or replay after a crash) gets here first."""
+        self.store.put_session(session_id, lead_id, attempt)
+        if self.store.mark_event(f"placed#{client_request_id(lead_id, attempt)}"):
+            self.metrics.add("CallsPlaced")
 
     # -- the other endings ---------------------------------------------------------------------
     def _defer(self, message: LeadMessage, until: datetime, reason: str, now: datetime) -> DialOutcome:

@@ -253,6 +253,7 @@ class MemoryDialStore:
         self.calls: dict[tuple[str, int], Any] = {}
         self.sessions: dict[str, tuple[str, int]] = {}
         self.slots: set[str] = set()
+        self.events: set[str] = set()
 
     def put_lead(self, lead: Any) -> bool:
         with self._lock:
@@ -304,6 +305,13 @@ class MemoryDialStore:
 
     def is_dnc(self, e164: str) -> bool:
         return False
+
+    def mark_event(self, event_id: str, ttl_s: int = 0) -> bool:
+        with self._lock:
+            if event_id in self.events:
+                return False
+            self.events.add(event_id)
+            return True
 
     def acquire_slot(self, limit: int, holder: str, lease_s: int, now: float | None = None) -> bool:
         with self._lock:
