@@ -353,6 +353,10 @@ class Simulator:
             await asyncio.wait_for(
                 asyncio.gather(*(c.finalized.wait() for c in self.calls_by_id.values())), timeout=5
             )
+        pending = {t for t in self._tasks if not t.done()}
+        if pending:
+            # In-flight deliveries (late Completed, events) get a moment to land before the cut.
+            await asyncio.wait(pending, timeout=1.0)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

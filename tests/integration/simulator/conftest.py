@@ -35,6 +35,7 @@ LIFECYCLE = {"StreamStarted", "StreamStopped", "DialCompleted", "Completed", "bu
 
 @dataclass
 class Req:
+    method: str
     path: str
     query: dict[str, str]
     headers: dict[str, str]
@@ -85,6 +86,8 @@ class FakeApp:
         )
         self.event_statuses: list[int] = []  # scripted statuses for the next event deliveries, then 200
         self.verify = True  # False: an app that accepts any signature
+        self.expect_valid_signatures = True  # checked at teardown: every request the app got was signed
+        self.routes: dict[str, tuple[int, str, bytes]] = {}  # scripted answers for other paths
         self.voice_delay_s = 0.0  # a slow first answer
         self.ws_behaviour: WsBehaviour = listen_only
         self.ws: list[WsRecord] = []
@@ -176,10 +179,17 @@ class FakeApp:
         elif body:
             data = dict(parse_qsl(body.decode(), keep_blank_values=True))
         req = Req(
-            request.path, dict(request.query), dict(request.headers), body, data, sig_ok, time.monotonic()
+            request.method,
+            request.path,
+            dict(request.query),
+            dict(request.headers),
+            body,
+            data,
+            sig_ok,
+            time.monotonic(),
         )
         self.requests.append(req)
-        if not sig_ok and self.verify:
+        if not sig_ok and self.verify and request.method == "POST":
             return web.Response(status=401, text="bad signature")
         if request.path == "/voice":
             state = data.get("callSessionState")
@@ -191,6 +201,9 @@ class FakeApp:
         if request.path == "/events":
             status = self.event_statuses.pop(0) if self.event_statuses else 200
             return web.Response(status=status)
+        if request.path in self.routes:
+            status, ct, payload = self.routes[request.path]
+            return web.Response(status=status, body=payload, content_type=ct)
         return web.Response(status=200)
 
     async def _ws_handler(self, ws: ServerConnection) -> None:
@@ -244,6 +257,9 @@ async def fake_app():
     app = await FakeApp().start()
     yield app
     await app.stop()
+    if app.expect_valid_signatures:
+        callbacks = [r for r in app.requests if r.method == "POST"]  # <Play> fetches audio with a plain GET
+        assert all(r.signature_ok for r in callbacks), "a callback arrived without a valid signature"
 
 
 @pytest.fixture

@@ -188,6 +188,7 @@ async def test_events_are_retried_with_backoff_and_non_2xx_is_recorded(make_sim,
 
 
 async def test_signature_problems_on_both_sides_are_recorded(make_sim, fake_app):
+    fake_app.expect_valid_signatures = False
     # 1. The app rejects a correctly signed callback: its verification is broken.
     sim = await make_sim({"numbers": {LEAD: {}, "+254712000002": {"bad_signature": True}}})
     fake_app.secret = "a-different-secret"
@@ -293,3 +294,53 @@ async def test_recording_is_stereo_lead_left_heard_right(make_sim, fake_app):
     # Not the same signal copied to both channels.
     assert float(np.corrcoef(left, right)[0, 1]) < 0.5
     await asyncio.sleep(0)
+
+
+def wav_bytes(seconds: float, freq: float = 600.0, rate: int = 8000) -> bytes:
+    import io
+    import wave
+
+    t = np.arange(int(seconds * rate)) / rate
+    pcm = (7000 * np.sin(2 * np.pi * freq * t)).astype("<i2").tobytes()
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+    return buf.getvalue()
+
+
+async def test_play_getdigits_redirect_and_reject(make_sim, fake_app):
+    sim = await make_sim({"numbers": {LEAD: {"digits": ["1"]}}})
+    base = fake_app.http_url
+    fake_app.routes["/hold.wav"] = (200, "audio/wav", wav_bytes(0.5))
+    fake_app.routes["/digits"] = (
+        200,
+        "application/xml",
+        f"<Response><Redirect>{base}/next</Redirect></Response>".encode(),
+    )
+    fake_app.routes["/next"] = (200, "application/xml", b'<Response><Reject reason="busy"/></Response>')
+    fake_app.answer_with(
+        f'<Response><Play>{base}/hold.wav</Play><GetDigits timeout="3" numDigits="1" callbackUrl="{base}/digits">'
+        "<Say>Press one.</Say></GetDigits><Say>Not reached.</Say></Response>"
+    )
+    created = await place(sim, LEAD, label="lq-v-1")
+    view = await sim.wait_ended(created["session_id"], 15)
+    assert [v["verb"] for v in view["verbs"]] == ["play", "getdigits", "redirect", "reject"]
+    assert view["call"]["hangup_cause"] == "rejected"
+    play = entries(view, "play")[0]
+    assert abs(play["duration_s"] - 0.5) < 0.05  # the 8 kHz file resampled, not sped up
+    digits = [r for r in fake_app.requests if r.path == "/digits"]
+    assert len(digits) == 1
+    assert digits[0].data["dtmfDigits"] == "1"
+    assert digits[0].data["sessionId"] == created["session_id"]
+    assert [r.data["callSessionState"] for r in fake_app.requests if r.path == "/next"] == ["Redirected"]
+    assert view["violations"] == []
+    saved = json.loads(sim.call_object(created["session_id"]).timeline_path.read_text())
+    assert saved["call"]["status"] == "completed"
+    assert [e["kind"] for e in saved["timeline"]] == [e["kind"] for e in view["timeline"]]
+
+
+def entries(view: dict, kind: str) -> list[dict]:
+    return [e for e in view["timeline"] if e["kind"] == kind]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+from datetime import datetime
 
 import httpx
 import numpy as np
@@ -157,3 +159,41 @@ async def test_supervision_barge_hands_the_live_call_to_a_rep(make_sim, fake_app
     assert entries(view, "rep_says")[0]["audible_to_lead"] is True
     assert fake_app.ws[0].close_code == 1000  # the stream lived until the rep hung up
     assert json.dumps(view["violations"]) == "[]"
+
+
+async def test_supervision_listen_patch_and_delete_keep_the_call_going(make_sim, fake_app):
+    sim = await make_sim({"numbers": {LEAD: {"says": []}}, "reps": {REP: {"rings": 1, "talk_s": 30}}})
+    fake_app.answer_with(fake_app.stream_xml())
+    created = await place(sim)
+    await fake_app.ws_opened.wait()
+    url = f"{sim.url}/v1/calls/{created['session_id']}/supervision"
+    async with httpx.AsyncClient(trust_env=False, headers=AUTH) as c:
+        started = await c.post(url, json={"mode": "listen", "supervisor": {"type": "phone", "number": REP}})
+        bad = await c.post(url, json={"mode": "shout", "supervisor": {"type": "phone", "number": REP}})
+        for _ in range(200):  # until the supervisor is on the line and has spoken
+            if entries(sim.call(created["session_id"]), "rep_says"):
+                break
+            await asyncio.sleep(0.02)
+        patched = await c.patch(url, json={"mode": "whisper"})
+        deleted = await c.delete(url)
+        await asyncio.sleep(0.2)
+        still_live = sim.call(created["session_id"])["call"]["status"]
+        await c.post(f"{sim.url}/v1/calls/{created['call_id']}/hangup")
+    view = await sim.wait_ended(created["session_id"], 10)
+    assert started.status_code == 201
+    assert bad.status_code == 409  # one supervisor per call, whatever the body
+    assert patched.json()["supervision"]["mode"] == "whisper"
+    assert deleted.json()["supervision"]["status"] == "ended"
+    assert still_live == "answered"
+    call = view["call"]
+    assert call["hangup_cause"] == "api_hangup"
+    assert [leg["role"] for leg in call["legs"]] == ["lead", "supervisor"]
+    sup = call["legs"][1]
+    connected = (
+        datetime.fromisoformat(sup["ended_at"]) - datetime.fromisoformat(sup["answered_at"])
+    ).total_seconds()
+    assert sup["billed_seconds"] == math.ceil(
+        connected
+    )  # billed from answer to removal, not to the call's end
+    assert sup["ended_at"] < call["ended_at"]
+    assert entries(view, "rep_says")[0]["audible_to_lead"] is False  # listen/whisper: the lead hears nothing
