@@ -36,6 +36,7 @@ from functions.events import app as events_app
 from functions.voice import app as voice_app
 from leadqual.accounting import Accountant, AccountingConfig
 from leadqual.answering import VoiceAnswerer, VoiceConfig
+from leadqual.campaign import builtin_campaign_path
 from leadqual.dialing import (
     BatchRunner,
     CampaignCatalog,
@@ -46,7 +47,6 @@ from leadqual.dialing import (
 )
 from leadqual.queue import LeadQueue
 from leadqual.sautikit import SautikitClient
-from leadqual.settings import builtin_campaigns_dir
 from leadqual.store import DynamoStore
 from local.lambda_runtime import ApiGatewayEmulator, SqsPoller, moto_server
 from local.resources import create_resources
@@ -76,6 +76,11 @@ def _serialised_moto() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def rig(_serialised_moto: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     data_dir: Path = tmp_path_factory.mktemp("sim")
+    # The shipped example, and a copy under another id so a test can report on its own leads only.
+    campaigns_dir: Path = tmp_path_factory.mktemp("campaigns")
+    example = builtin_campaign_path("example").read_text()
+    (campaigns_dir / "example.yaml").write_text(example)
+    (campaigns_dir / "reportcheck.yaml").write_text(example.replace("id: example", "id: reportcheck"))
     with moto_server() as endpoint:
 
         def client(service: str) -> Any:
@@ -128,7 +133,7 @@ def rig(_serialised_moto: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 try:
                     clock, sink = Clock(), Sink()
                     store = DynamoStore(resources.table_name, dynamodb)
-                    campaigns = CampaignCatalog(builtin_campaigns_dir())
+                    campaigns = CampaignCatalog(campaigns_dir)
                     http = httpx.Client(trust_env=False, timeout=10)
                     sautikit = SautikitClient(sim.url, API_KEY, http=http)
                     holder["voice"] = voice_app.Deps(
@@ -179,6 +184,7 @@ def rig(_serialised_moto: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
                     poller = SqsPoller(sqs, resources.queue_url, dialer_handler, wait_s=1)
                     yield Rig(
                         endpoint=endpoint,
+                        campaigns_dir=campaigns_dir,
                         dynamodb=dynamodb,
                         sqs=sqs,
                         resources=resources,

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
@@ -45,6 +46,8 @@ numbers:
   "+254712000105": {answer: after_rings, rings: 1, says: []}
   "+254712000106": {answer: busy}
   "+254712000107": {answer: after_rings, rings: 1, says: []}
+  "+254712000109": {answer: after_rings, rings: 1, says: []}
+  "+254712000110": {answer: no_answer}
 """
 
 
@@ -211,6 +214,7 @@ class StandInBridge:
 @dataclass
 class Rig:
     endpoint: str
+    campaigns_dir: Path
     dynamodb: Any
     sqs: Any
     resources: LocalResources

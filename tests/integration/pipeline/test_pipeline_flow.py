@@ -9,6 +9,7 @@ import base64
 import json
 import xml.etree.ElementTree as ET
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ import pytest
 from pipeline_rig import API_KEY, FROM, NAIROBI, SECRET, Rig, lead, unique, wait_for
 
 from leadqual.accounting import ENDED_BEFORE_QUALIFICATION
+from leadqual.cli import main
 from leadqual.models import CallState, Lead, LeadStatus, Outcome
 from leadqual.signing import sign_webhook
 
@@ -273,3 +275,78 @@ def test_the_api_key_and_number_are_the_simulators(pipeline: Rig) -> None:
     )
     assert [n["e164"] for n in numbers.json()["numbers"]] == [FROM]
     assert numbers.json()["numbers"][0]["routing_url"] == f"{pipeline.api.url}/voice"
+
+
+def test_enqueue_and_report_commands_against_the_stack(
+    pipeline: Rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rig = pipeline
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    answers, away = unique("cli"), unique("cli")
+    leads_csv = tmp_path / "leads.csv"
+    leads_csv.write_text(
+        "lead_id,phone,name,company,opt_in,campaign\n"
+        f"{answers},0712 000 109,Wanjiru,Acme,yes,reportcheck\n"
+        f"{away},+254712000110,Kamau,Acme,yes,reportcheck\n"
+        "broken,12,Nobody,Acme,yes,reportcheck\n"
+    )
+
+    code = main(
+        [
+            "enqueue",
+            str(leads_csv),
+            "--queue-url",
+            rig.resources.queue_url,
+            "--endpoint-url",
+            rig.endpoint,
+            "--campaigns-dir",
+            str(rig.campaigns_dir),
+            "--no-progress",
+        ]
+    )
+    assert code == 1  # one invalid row, reported; the valid ones were sent
+    assert "invalid: line 4: broken: phone: " in capsys.readouterr().err
+    while rig.poll():
+        pass
+    wait_for(lambda: finished(rig, answers))
+    wait_for(lambda: (p := rig.store.get_lead(away)) and p.status is LeadStatus.RETRY_SCHEDULED)
+
+    out = tmp_path / "report.json"
+    assert (
+        main(
+            [
+                "report",
+                "--table",
+                rig.resources.table_name,
+                "--endpoint-url",
+                rig.endpoint,
+                "--campaign",
+                "reportcheck",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    report = json.loads(out.read_text())
+    call = rig.store.get_call(answers, 1)
+    assert call is not None
+    assert call.billed_seconds is not None
+    assert call.cost_minor is not None
+    assert report["totals"] == {
+        "leads": 2,
+        "dialed": 2,
+        "answered": 1,
+        "hot": 0,
+        "cold": 1,
+        "transferred": 0,
+        "billed_seconds": call.billed_seconds,
+        "kes": round(call.cost_minor / 100, 2),
+        "cost_per_qualified_lead_kes": None,
+    }
+    assert {r["lead_id"]: r["status"] for r in report["leads"]} == {answers: "done", away: "retry_scheduled"}
