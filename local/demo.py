@@ -143,6 +143,7 @@ class LeadView:
     sim: dict[str, Any] | None = None  # the simulator's view of the latest attempt
     outcome: str | None = None  # set once final for the demo
     finished_at: float | None = None
+    questions: int = 0  # how many the campaign asks
 
     @property
     def lead_id(self) -> str:
@@ -187,7 +188,7 @@ class LeadView:
         if sim_status in FINAL_CALL_STATES or (call is not None and call.state.is_final):
             return "wrapping up"
         if sim_status == "answered" or state in ("answered", "streaming"):
-            return f"answers {len(self.answers)}/…" if self.answers else "talking"
+            return f"talking · {len(self.answers)}/{self.questions} answered" if self.answers else "talking"
         return "dialing"
 
 
@@ -267,6 +268,19 @@ def format_value(value: Any) -> str:
     if value is None:
         return "?"
     return str(value)
+
+
+def display_answer(campaign: Any, question_id: str, value: Any) -> str:
+    """An answer as a person reads it: yes/no, and timelines in months."""
+    try:
+        kind = str(campaign.question(question_id).type)
+    except KeyError:
+        kind = ""
+    if kind == "timeline" and isinstance(value, int | float) and not isinstance(value, bool):
+        if value >= 99:
+            return "no plans"
+        return "this month" if value == 0 else f"within {value:g} month{'s' if value != 1 else ''}"
+    return format_value(value)
 
 
 def answers_text(answers: Iterable[Any], campaign: Any) -> str:
@@ -384,7 +398,11 @@ def call_timeline(sim_view: Mapping[str, Any] | None, answers: Sequence[Any]) ->
         if kind == "ringing":
             text = "ringing"
         elif kind in ("answered", "no_answer", "busy", "failed") and "after_s" in item:
-            text = {"answered": "answered", "no_answer": "no answer", "busy": "busy"}.get(kind, "call failed")
+            text = {
+                "answered": "answered (the recording starts here)",
+                "no_answer": "no answer",
+                "busy": "busy",
+            }.get(kind, "call failed")
         elif kind == "say":
             who, text = "agent", str(item.get("text", ""))
         elif kind == "stream_open":
@@ -450,7 +468,7 @@ def call_timeline(sim_view: Mapping[str, Any] | None, answers: Sequence[Any]) ->
 
 
 def transcribe_agent_turns(
-    recording: Path, timeline: list[dict[str, Any]], model: Any, audio_start_t: float
+    recording: Path, timeline: list[dict[str, Any]], model: Any, audio_start_t: float, names: str = ""
 ) -> None:
     """Fill in what the agent said, from the recording's right channel (what the lead heard), with
     the offline Whisper model: the simulator hears the agent as audio, the way a person does.
@@ -473,7 +491,12 @@ def transcribe_agent_turns(
         if clip.size < rate // 4:
             continue
         segments, _ = model.transcribe(
-            clip, language="en", beam_size=1, condition_on_previous_text=False, vad_filter=False
+            clip,
+            language="en",
+            beam_size=1,
+            condition_on_previous_text=False,
+            vad_filter=False,
+            initial_prompt=names or None,  # how the agent's name is spelt; never the words it should hear
         )
         text = " ".join(s.text.strip() for s in segments).strip()
         if text:
@@ -526,8 +549,9 @@ def build_report(
                 answered_t = next(
                     (float(i["t"]) for i in sim.get("timeline", []) if i.get("kind") == "answered"), 0.0
                 )
+                names = f"{campaign.agent.name} from {campaign.agent.company}."
                 try:
-                    transcribe_agent_turns(dest, timeline, model, answered_t)
+                    transcribe_agent_turns(dest, timeline, model, answered_t, names)
                 except Exception as exc:  # a transcript is a nicety; the report stands without it
                     timeline.append({"t": 0.0, "who": "note", "text": f"no transcript: {exc}"})
         row = lead_report_row(v, answers, ttfw)
@@ -553,7 +577,8 @@ def build_report(
                 encoding="utf-8",
             )
         rows.append(row)
-        extras.append({**row, "timeline": timeline})
+        shown = {q: display_answer(campaign, q, value) for q, value in row["answers"].items()}
+        extras.append({**row, "answers": shown, "timeline": timeline})
     totals = compute_totals(rows)
     totals.update(engine=engine, wall_seconds=round(wall_seconds, 1))
     report = {
@@ -654,7 +679,10 @@ def run_demo(options: DemoOptions, console: Any) -> DemoResult:
         console.print(f"[yellow]{options.leads}:{line}: not sent: {reason}[/]")
     out_dir = options.report.resolve().parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    views = [LeadView(row.lead, inputs.expected.get(row.lead.lead_id)) for row in inputs.leads]
+    views = [
+        LeadView(row.lead, inputs.expected.get(row.lead.lead_id), questions=len(inputs.campaign.questions))
+        for row in inputs.leads
+    ]
     stack_options = StackOptions(
         run_dir=out_dir,
         directory=options.directory,
@@ -804,8 +832,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, help="report JSON (HTML beside it)")
     parser.add_argument(
         "--dnc",
-        type=Path,
-        default=DEFAULT_DNC,
+        default=str(DEFAULT_DNC),
         help="do-not-call list CSV (phone, reason) loaded before dialing; '' for none",
     )
     parser.add_argument(
@@ -836,7 +863,7 @@ def _console() -> Any:
 
 def run(args: argparse.Namespace) -> int:
     console = _console()
-    dnc = args.dnc if args.dnc and str(args.dnc) else None
+    dnc = Path(args.dnc) if args.dnc else None
     options = DemoOptions(
         leads=args.leads,
         directory=args.directory,
