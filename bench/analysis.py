@@ -45,8 +45,10 @@ def outbound_latencies_ms(
     replies: Mapping[str, Sequence[int]],
     t0_ns: int,
     t1_ns: int,
+    first_only: bool = False,
 ) -> tuple[np.ndarray, int]:
-    """Latency (ms) of every frame received in [t0, t1], and how many had no reply to match."""
+    """Latency (ms) of every frame received in [t0, t1] (or, with `first_only`, of each reply's
+    first frame: the model's first audio to the socket), and how many had no reply to match."""
     out: list[np.ndarray] = []
     unmatched = 0
     for sid, times in recv:
@@ -61,7 +63,14 @@ def outbound_latencies_ms(
         idx = np.searchsorted(starts, arr, side="right") - 1
         ok = idx >= 0
         unmatched += int((~ok).sum())
-        out.append((arr[ok] - starts[idx[ok]]) / 1e6)
+        arr, idx = arr[ok], idx[ok]
+        if first_only:
+            # Frames arrive in order, so a reply's first frame is where its index first appears;
+            # replies that started before t0 are skipped (their first frame may precede the window).
+            _, first = np.unique(idx, return_index=True)
+            keep = starts[idx[first]] >= t0_ns
+            arr, idx = arr[first][keep], idx[first][keep]
+        out.append((arr - starts[idx]) / 1e6)
     return (np.concatenate(out) if out else np.zeros(0)), unmatched
 
 
@@ -82,6 +91,7 @@ class Window:
     foreign_cpu: float = 0.0  # share of the SUT's core used by other processes (a shared machine)
     failures: int = 0
     tick_max_lag_ms: float = 0.0
+    first_out_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))  # each reply's first frame
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -132,6 +142,7 @@ class Window:
             "rss_mb": round(self.rss_mb, 1),
             "lead_to_model_ms": summary_ms(self.inbound_ms - self.baseline_ms),
             "model_to_lead_ms": summary_ms(self.outbound_ms - self.baseline_ms),
+            "reply_first_frame_ms": summary_ms(self.first_out_ms - self.baseline_ms),
             "connect_failures": self.failures,
             "loadgen_tick_max_lag_ms": round(self.tick_max_lag_ms, 2),
             **self.extra,

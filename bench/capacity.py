@@ -59,9 +59,9 @@ async def measure_window(
     path = workdir / f"w{t0}"
     info = await sut.cmd({"cmd": "dump", "path": str(path)})
     inbound_us, replies = _load_dump(path)
-    outbound, unmatched = outbound_latencies_ms(
-        ((c.sid, np.frombuffer(c.client.recv_ns, dtype=np.int64)) for c in lg.calls), replies, t0, t1
-    )
+    recv = [(c.sid, np.frombuffer(c.client.recv_ns, dtype=np.int64)) for c in lg.calls]
+    outbound, unmatched = outbound_latencies_ms(recv, replies, t0, t1)
+    first_out, _ = outbound_latencies_ms(recv, replies, t0, t1, first_only=True)
     secs = (t1 - t0) / 1e9
     w = Window(
         calls=len(lg.calls),
@@ -76,6 +76,7 @@ async def measure_window(
         baseline_ms=baseline_ms,
         failures=len(lg.failures) - failures_before,
         tick_max_lag_ms=lg.tick.max_lag_ms,
+        first_out_ms=first_out,
         foreign_cpu=max(0.0, (core1 - core0) - (cpu1 - cpu0)) / secs,
         extra={"sut_live": info.get("live")},
     )
@@ -83,6 +84,12 @@ async def measure_window(
     for p in (Path(str(path) + ".inbound"), Path(str(path) + ".replies.json")):
         p.unlink(missing_ok=True)
     return w
+
+
+def _load_dump(path: Path) -> tuple[np.ndarray, dict[str, list[int]]]:
+    inbound_us = np.fromfile(str(path) + ".inbound", dtype=np.uint32)
+    replies: dict[str, list[int]] = json.loads(Path(str(path) + ".replies.json").read_text())
+    return inbound_us, replies
 
 
 def _load_dump(path: Path) -> tuple[np.ndarray, dict[str, list[int]]]:
@@ -221,38 +228,95 @@ async def find_capacity(
     return result
 
 
+@dataclass
+class LevelResult:
+    low: Window  # a light load: what the system adds when it is not busy
+    idle_rss_mb: float  # after the light load's calls have ended
+    level: Window | None  # the requested load (half capacity)
+    profile: list[dict[str, Any]] = field(default_factory=list)
+
+
 async def measure_level(
     kind: str,
     cpu: int | None,
-    calls: int,
+    calls: int | None,
     *,
     window_s: float,
     settle_s: float,
     baseline_ms: float,
     log: Log,
-    warmup_calls: int = 10,
-) -> tuple[Window, float]:
-    """A fresh SUT: idle RSS after a short warm-up, then one window at `calls`. Returns the window
-    and the idle RSS (MB), so memory per live call = (window RSS - idle RSS) / calls."""
+    low_calls: int = 10,
+    profile_calls: int | None = None,
+    profile_path: Path | None = None,
+) -> LevelResult:
+    """A fresh SUT: a window at `low_calls` (latency the system adds when idle; it also warms the
+    code paths), the idle RSS once those calls end, then a window at `calls` — so memory per live
+    call = (RSS at `calls` - idle RSS) / calls. With `profile_path`, one more window at
+    `profile_calls` runs under cProfile in the SUT (not measured: the profiler slows it) and its
+    top functions are returned."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         async with SutProcess(kind, cpu) as sut, LoadGenerator("127.0.0.1", sut.port, secret=SECRET) as lg:
-            # Warm the code paths (imports on first call, thread pool) so idle RSS is a fair base.
-            await lg.scale(warmup_calls)
-            await asyncio.sleep(2.0)
-            await lg.close_all()
-            await asyncio.sleep(1.0)
-            idle_rss = sut.rss_mb()
-            w = await measure_window(
+            low = await measure_window(
                 lg,
                 sut,
-                calls,
+                low_calls,
                 window_s=window_s,
                 settle_s=settle_s,
                 baseline_ms=baseline_ms,
                 workdir=Path(tmp),
             )
-            log(_step_line(kind, w))
-    return w, idle_rss
+            log(_step_line(kind, low))
+            await lg.close_all()
+            await asyncio.sleep(1.0)
+            idle_rss = sut.rss_mb()
+            level = None
+            if calls:
+                level = await measure_window(
+                    lg,
+                    sut,
+                    calls,
+                    window_s=window_s,
+                    settle_s=settle_s,
+                    baseline_ms=baseline_ms,
+                    workdir=Path(tmp),
+                )
+                log(_step_line(kind, level))
+            top: list[dict[str, Any]] = []
+            if profile_path is not None and profile_calls:
+                await lg.scale(profile_calls)
+                await asyncio.sleep(settle_s)
+                await sut.cmd({"cmd": "profile", "on": True})
+                await asyncio.sleep(window_s)
+                await sut.cmd({"cmd": "profile", "on": False, "path": str(profile_path)})
+                top = top_functions(profile_path)
+                log(f"  {kind:8s} {profile_calls:5d} calls: profiled {window_s:.0f} s -> {profile_path}")
+    return LevelResult(low, idle_rss, level, top)
+
+
+def top_functions(path: Path, n: int = 12) -> list[dict[str, Any]]:
+    """The functions that took the most time of their own in a cProfile dump, as shares of the total."""
+    import pstats
+
+    stats = pstats.Stats(str(path))
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]  # pstats keeps its table here
+    total = sum(v[2] for v in raw.values()) or 1.0
+    rows = sorted(raw.items(), key=lambda kv: kv[1][2], reverse=True)[:n]
+    out = []
+    for (filename, line, func), (_cc, nc, tt, ct, _callers) in rows:
+        short = filename
+        for marker in ("site-packages/", "/work/main/", "lib/python3.12/"):
+            if marker in short:
+                short = short.split(marker, 1)[1]
+                break
+        out.append(
+            {
+                "function": f"{short}:{line}({func})",
+                "self_pct": round(100.0 * tt / total, 1),
+                "cum_pct": round(100.0 * ct / total, 1),
+                "calls": nc,
+            }
+        )
+    return out
 
 
 def _step_line(kind: str, w: Window) -> str:

@@ -40,22 +40,15 @@ websockets send.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from loguru import logger
-
-logger.remove()
-logger.add(sys.stderr, level="WARNING")
-
-import contextlib
-
-import pipecat.transports.base_output as _base_output  # noqa: E402 - after the logger is quietened
-from fastapi import FastAPI, WebSocket  # noqa: E402
-from pipecat.audio.resamplers.soxr_stream_resampler import SOXRStreamAudioResampler  # noqa: E402
-from pipecat.frames.frames import (  # noqa: E402
+import pipecat.transports.base_output as _base_output
+from fastapi import FastAPI, WebSocket
+from pipecat.audio.resamplers.soxr_stream_resampler import SOXRStreamAudioResampler
+from pipecat.frames.frames import (
     CancelFrame,
     EndFrame,
     Frame,
@@ -67,27 +60,27 @@ from pipecat.frames.frames import (  # noqa: E402
     TTSStartedFrame,
     TTSStoppedFrame,
 )
-from pipecat.pipeline.pipeline import Pipeline  # noqa: E402
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker  # noqa: E402
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup  # noqa: E402
-from pipecat.serializers.base_serializer import FrameSerializer  # noqa: E402
-from pipecat.transports.websocket.fastapi import (  # noqa: E402
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
+from pipecat.serializers.base_serializer import FrameSerializer
+from pipecat.transports.websocket.fastapi import (
     FastAPIWebsocketOutputTransport,
     FastAPIWebsocketParams,
     FastAPIWebsocketTransport,
 )
-from pipecat.workers.runner import WorkerRunner  # noqa: E402
-from websockets.asyncio.server import Server, ServerConnection, serve  # noqa: E402
-from websockets.exceptions import ConnectionClosed  # noqa: E402
-from websockets.typing import Subprotocol  # noqa: E402
+from pipecat.workers.runner import WorkerRunner
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
-from bench.fakemodel import BenchModel  # noqa: E402
-from bench.sut import SECRET, bench_lead  # noqa: E402
-from bridge.engines.base import AudioOut, Interrupted, SessionContext, TurnComplete  # noqa: E402
-from bridge.prompt import opening_line  # noqa: E402
-from bridge.protocol import KILL_AUDIO, SUBPROTOCOL, parse_metadata, parse_query  # noqa: E402
-from leadqual.campaign import Campaign, builtin_campaign_path, load_campaign  # noqa: E402
-from leadqual.signing import TokenError, verify_bridge_token  # noqa: E402
+from bench.fakemodel import BenchModel
+from bench.sut import SECRET, bench_lead
+from bridge.engines.base import AudioOut, Interrupted, SessionContext, TurnComplete
+from bridge.prompt import opening_line
+from bridge.protocol import KILL_AUDIO, SUBPROTOCOL, parse_metadata, parse_query
+from leadqual.campaign import Campaign, builtin_campaign_path, load_campaign
+from leadqual.signing import TokenError, verify_bridge_token
 
 STREAM_RATE = 16_000
 RESAMPLE_QUALITY = "QQ"
@@ -97,7 +90,9 @@ def _qq_stream_resampler(**kwargs: Any) -> SOXRStreamAudioResampler:
     return SOXRStreamAudioResampler(quality=RESAMPLE_QUALITY, **kwargs)
 
 
-_base_output.create_stream_resampler = _qq_stream_resampler  # type: ignore[assignment]  # see module docstring
+def use_bridge_resampler_quality() -> None:
+    """Make Pipecat's output transport resample at the bridge's quality (module docstring)."""
+    _base_output.create_stream_resampler = _qq_stream_resampler  # type: ignore[assignment]
 
 
 class DrachtioFrameSerializer(FrameSerializer):
@@ -344,6 +339,7 @@ class PipecatPeer:
     """The peer as a server: `await peer.start()`, `peer.port`, `peer.live()`, `await peer.stop()`."""
 
     def __init__(self, model_factory: Callable[[], BenchModel], host: str = "127.0.0.1") -> None:
+        use_bridge_resampler_quality()
         self._live: set[str] = set()
         campaign = load_campaign(builtin_campaign_path("example"))
         self.app = build_app(model_factory, campaign, self._live)

@@ -24,11 +24,21 @@ def cores() -> tuple[int, set[int]]:
     return avail[0], set(avail[1:])
 
 
+LOG_DIR = ROOT / "bench" / "out"  # ignored by git
+
+
+def default_log_path(kind: str) -> Path:
+    return LOG_DIR / f"sut-{kind}.log"
+
+
 class SutProcess:
     """`async with SutProcess("bridge", cpu=0) as sut: sut.port; await sut.cmd({...})`."""
 
-    def __init__(self, kind: str, cpu: int | None, *, ready_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, kind: str, cpu: int | None, *, ready_timeout_s: float = 120.0, log_path: Path | None = None
+    ) -> None:
         self.kind = kind
+        self.log_path = log_path if log_path is not None else default_log_path(kind)
         self.cpu = cpu
         self.ready_timeout_s = ready_timeout_s
         self.proc: asyncio.subprocess.Process | None = None
@@ -49,14 +59,16 @@ class SutProcess:
         if self.cpu is not None:
             args += ["--cpu", str(self.cpu)]
         t0 = time.perf_counter()
-        self.proc = await asyncio.create_subprocess_exec(
-            *args,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=None,  # the SUT's warnings show up on the bench's stderr
-            cwd=str(ROOT),
-            limit=2**20,
-        )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:  # the SUT's own warnings and errors, kept out of the table
+            self.proc = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
+                cwd=str(ROOT),
+                limit=2**20,
+            )
         try:
             ready = await asyncio.wait_for(self._read(), self.ready_timeout_s)
         except BaseException:

@@ -7,7 +7,8 @@ offline CascadeEngine, for time to first word).
 It prints one JSON line `{"ready": true, "port": …, "pid": …}` on its control channel (the
 original stdout; stray prints are sent to stderr), then answers JSON-line commands on stdin:
 `{"cmd": "reset"}`, `{"cmd": "dump", "path": P}` (the model's recordings, see fakemodel.Recorder),
-`{"cmd": "stats"}` (live calls), `{"cmd": "quit"}`.
+`{"cmd": "stats"}` (live calls), `{"cmd": "profile", "on": true}` / `{"cmd": "profile", "on": false,
+"path": P}` (cProfile one window), `{"cmd": "quit"}`.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import json
 import logging
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 from bench.fakemodel import BenchModel, Recorder
@@ -35,13 +38,58 @@ class _Server(Protocol):
     async def stop(self) -> None: ...
 
 
+# Leads differ by name, so a greeting ("Hi Wanjiku, …") is not the same sentence on every call and
+# engines that cache synthesised sentences cannot serve every opening from the cache.
+FIRST_NAMES = [
+    "Wanjiku",
+    "Achieng",
+    "Otieno",
+    "Kamau",
+    "Njeri",
+    "Mutua",
+    "Chebet",
+    "Kiprono",
+    "Wambui",
+    "Odhiambo",
+    "Akinyi",
+    "Mwangi",
+    "Nyambura",
+    "Kariuki",
+    "Atieno",
+    "Omondi",
+    "Wairimu",
+    "Kipchoge",
+    "Moraa",
+    "Ochieng",
+    "Jepkosgei",
+    "Muthoni",
+    "Barasa",
+    "Nekesa",
+    "Waweru",
+    "Adhiambo",
+    "Korir",
+    "Wafula",
+    "Nduta",
+    "Onyango",
+    "Jelimo",
+    "Kinyua",
+    "Awino",
+    "Gitau",
+    "Cherono",
+    "Macharia",
+    "Auma",
+    "Rotich",
+]
+
+
 def bench_lead(session_id: str) -> Any:
     from leadqual.models import Lead
 
+    digits = "".join(ch for ch in session_id if ch.isdigit()) or "0"
     return Lead(
         lead_id=f"L{session_id[-12:]}",
         phone="+254711000111",
-        name="Wanjiku Kamau",
+        name=f"{FIRST_NAMES[int(digits) % len(FIRST_NAMES)]} Kamau",
         company="Duka Ltd",
         opt_in=True,
     )
@@ -104,24 +152,18 @@ class BridgeSUT:
         await self.server.drain(deadline_s=2.0)
 
 
-def _cascade_factory(settings: Any | None = None) -> Any:
-    """The offline engine, warmed up once (models loaded) before the first call is timed."""
+async def _cascade_factory() -> Any:
+    """The offline engine with its local parts (no settings: all defaults), warmed up first so model
+    loading is not counted in the first call's time to first word."""
     from bridge.engines import engine_class
 
     cls = engine_class("cascade")
     warm = getattr(cls, "warm_up", None)
     if callable(warm):
-        warm()
-    build = getattr(cls, "from_settings", None)
-
-    def factory() -> Any:
-        return build(settings) if callable(build) else cls()
-
-    engine = factory()
-    inst_warm = getattr(engine, "warm_up", None)
-    if callable(inst_warm):
-        inst_warm()
-    return factory
+        done = warm()
+        if asyncio.iscoroutine(done):
+            await done
+    return lambda: cls.from_settings(SimpleNamespace())
 
 
 async def serve(kind: str, ctl_out: Any) -> None:
@@ -131,12 +173,13 @@ async def serve(kind: str, ctl_out: Any) -> None:
         server = BridgeSUT(lambda: BenchModel(recorder))
         await server.start()  # type: ignore[attr-defined]
     elif kind == "cascade":
-        from leadqual.settings import BridgeSettings
-
-        settings = BridgeSettings.from_env({"BRIDGE_TOKEN_SECRET": SECRET, "ENGINE": "cascade"})
-        server = BridgeSUT(_cascade_factory(settings))
+        server = BridgeSUT(await _cascade_factory())
         await server.start()  # type: ignore[attr-defined]
     elif kind == "pipecat":
+        from loguru import logger
+
+        logger.remove()  # before Pipecat is imported: it logs at DEBUG from the start
+        logger.add(sys.stderr, level="WARNING")
         from bench.pipecat_peer import PipecatPeer
 
         peer = PipecatPeer(lambda: BenchModel(recorder))
@@ -153,6 +196,7 @@ async def serve(kind: str, ctl_out: Any) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    profiler: cProfile.Profile | None = None
     while True:
         line = await reader.readline()
         if not line:
@@ -168,6 +212,19 @@ async def serve(kind: str, ctl_out: Any) -> None:
             reply({"ok": True})
         elif name == "dump":
             reply({"ok": True, "live": server.live(), **recorder.dump(Path(cmd["path"]))})
+        elif name == "profile":
+            # cProfile around one measurement window only (not start-up or ramp).
+            if cmd.get("on"):
+                profiler = cProfile.Profile()
+                profiler.enable()
+                reply({"ok": True})
+            elif profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(cmd["path"])
+                profiler = None
+                reply({"ok": True})
+            else:
+                reply({"error": "no profile running"})
         elif name == "stats":
             reply({"ok": True, "live": server.live(), "sessions_started": recorder.sessions_started})
         elif name == "quit":
