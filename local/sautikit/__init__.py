@@ -6,5 +6,6 @@ simulated people who really speak, billing, recordings and a record of every app
 
 from local.sautikit.directory import Directory, Person, Rep
 from local.sautikit.simulator import SimConfig, Simulator, SimulatorThread
+from local.sautikit.violations import VIOLATIONS
 
-__all__ = ["Directory", "Person", "Rep", "SimConfig", "Simulator", "SimulatorThread"]
+__all__ = ["VIOLATIONS", "Directory", "Person", "Rep", "SimConfig", "Simulator", "SimulatorThread"]

@@ -39,6 +39,7 @@ from local.sautikit.directory import DEFAULT_VOICEMAIL_GREETING, Answer, Person,
 from local.sautikit.media import OUTPUT_RATES, TRACKS, MediaStream
 from local.sautikit.person import SimulatedPerson
 from local.sautikit.verbs import Document, Verb, parse_document
+from local.sautikit.violations import VIOLATIONS
 from local.sautikit.webhooks import WebhookResult, add_query, encode, redact_url
 
 if TYPE_CHECKING:
@@ -209,6 +210,8 @@ class Call:
         self.timeline.append(entry)
 
     def violation(self, reason: str, detail: str) -> None:
+        if reason not in VIOLATIONS:
+            self.sim.record_error(f"unregistered violation reason {reason!r}")
         v = {
             "id": str(uuid.uuid4()),
             "at": iso(now_utc()),

@@ -235,6 +235,10 @@ class Simulator:
             {"task": task.get_name(), "error": f"{type(exc).__name__}: {exc}", "at": time.time()}
         )
 
+    def record_error(self, error: str) -> None:
+        log.error("simulator error: %s", error)
+        self._errors.append({"task": None, "error": error, "at": time.time()})
+
     def errors(self) -> list[dict[str, Any]]:
         """Bugs in the simulator itself (a background task that raised); tests assert there are none."""
         return list(self._errors)

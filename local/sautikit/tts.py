@@ -70,7 +70,10 @@ class _Espeak:
         tmp = Path(tempfile.mkdtemp(prefix="sautikit-espeak-"))
         lib_path = tmp / "libespeak-ng-sautikit.so"
         shutil.copy(espeakng_loader.get_library_path(), lib_path)
-        self.lib = ctypes.CDLL(str(lib_path))
+        try:
+            self.lib = ctypes.CDLL(str(lib_path))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # the mapping outlives the file
         self.lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         self.lib.espeak_Synth.argtypes = [
             ctypes.c_char_p,
