@@ -330,8 +330,9 @@ class Dialer:
                 if done == attempt and call is not None and call.session_id:
                     # A crash after the dial whose call the voice webhook recorded first: count it now.
                     self._placed(lead.lead_id, attempt, call.session_id)
-                logger.info("duplicate or stale lead message acknowledged", extra={**log, "attempts": done})
-                return DialOutcome(DialStatus.DUPLICATE, lead.lead_id, attempt, reason="already dialled")
+                why = "already dialled" if done == attempt else f"stale: the lead is at attempt {done}"
+                logger.info("duplicate or stale lead message acknowledged", extra={**log, "why": why})
+                return DialOutcome(DialStatus.DUPLICATE, lead.lead_id, attempt, reason=why)
             resumed = True  # claimed earlier, but the dial never completed: a crash or a transient error
 
         if message.not_before is not None and message.not_before > now:

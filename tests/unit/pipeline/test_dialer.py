@@ -431,3 +431,29 @@ def test_a_batch_reports_only_the_records_that_failed(
     assert len(failed) == 1, "one transient failure; the unusable body is acknowledged, not retried"
     assert failed < {r["messageId"] for r in event["Records"]}
     assert event["Records"][1]["messageId"] not in failed
+
+
+def test_a_stale_attempt_is_acknowledged_without_dialling(rig: Rig) -> None:
+    lead = Lead.model_validate_json(lead_body())
+    rig.store.put_lead(lead)
+    assert rig.store.begin_attempt("lead-1", 1)
+    assert rig.store.begin_attempt("lead-1", 2)  # the lead has moved on to its second attempt
+
+    outcome = rig.dialer.handle(LeadMessage(lead=lead, attempt=1))  # a late copy of the first
+
+    assert outcome.status is DialStatus.DUPLICATE
+    assert outcome.reason == "stale: the lead is at attempt 2"
+    assert rig.carrier.requests == []
+
+
+def test_two_copies_racing_in_one_batch_dial_once(rig: Rig) -> None:
+    rig.carrier.latency_s = 0.05  # keep the first dial in flight while the copy arrives
+    event = sqs_event([lead_body(), lead_body()])
+
+    response = BatchRunner(rig.dialer).process(event, FakeContext())
+
+    assert len(rig.carrier.requests) == 1, "only one copy reached the carrier"
+    assert len(rig.store.list_calls("lead-1")) == 1
+    # The loser either saw the claimed attempt (acknowledged) or met the in-progress dial (retried later).
+    assert len(response["batchItemFailures"]) <= 1
+    assert rig.sink.total("CallsPlaced") == 1
