@@ -1030,10 +1030,10 @@ class Call:
         self.spawn(self._stream_status(verb, "stream-stopped", reason=end), "stream-status")
         if end == "no_connect":
             self.hangup("switch", "stream_not_connected")
+        # Every fork that opened reports its end, whoever ended it (seen on the events URL, §3).
+        self.spawn(self.reinvoke("StreamStopped", active=not self.ended.is_set()), "stream-stopped")
+        if self.ended.is_set():
             return "stop"
-        if end == "call_ended":
-            return "stop"
-        self.spawn(self.reinvoke("StreamStopped"), "stream-stopped")
         if not cfg.verbs_after_stream:
             # What a production user saw (§4): nothing after the fork runs; silence until hang-up.
             self.note("verbs_after_stream_suppressed")

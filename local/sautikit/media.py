@@ -84,6 +84,7 @@ class MediaStream:
         self._out_heard = Reframer(output_rate) if track != "inbound_track" else None
         self._in = StreamResampler(bidirectional_rate, RATE)
         self._carry = b""
+        self._closing: asyncio.Task[None] | None = None
 
     @property
     def channels(self) -> int:
@@ -229,8 +230,8 @@ class MediaStream:
             self.note("kill_audio", flushed_ms=round(flushed * 1000 / RATE))
         elif kind == "disconnect":
             self.note("stream_disconnect_requested")
-            if self._ws is not None:
-                asyncio.get_running_loop().create_task(self._ws.close(1000, "disconnect"))
+            if self._ws is not None and self._closing is None:
+                self._closing = asyncio.get_running_loop().create_task(self._ws.close(1000, "disconnect"))
         elif kind in ("mark", "clearMarks"):
             self.note("stream_mark", type=kind, name=(msg.get("data") or {}).get("name"))
         else:
