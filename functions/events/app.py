@@ -8,6 +8,7 @@ Adapters are built once per container on first use. Tests call `handle(event, co
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from leadqual.signing import SignatureError
 from leadqual.store import DynamoStore
 from leadqual.webhooks import WebhookError, parse_event, verify_request
 
-app = APIGatewayHttpResolver()
+_resolvers = threading.local()
 
 
 @dataclass
@@ -60,31 +61,35 @@ def _default_deps() -> Deps:
     return _deps
 
 
-@app.post("/events")
-@app.post("/stream-status")
-def events() -> Response[str]:
-    deps: Deps = app.context["deps"]
-    event = app.current_event
-    raw = raw_body(event.raw_event)
-    verify_request(deps.webhook_secret, raw, event.headers, now=deps.now())
-    call_event = parse_event(
-        raw, event.headers.get("content-type"), event.headers, event.query_string_parameters
-    )
-    result = deps.accountant.handle(call_event)
-    return Response(200, "application/json", f'{{"result":"{result.value}"}}')
+def make_app() -> APIGatewayHttpResolver:
+    """Both routes and the domain errors' statuses. One resolver per thread (see `handle`)."""
+    app = APIGatewayHttpResolver()
 
+    @app.post("/events")
+    @app.post("/stream-status")
+    def events() -> Response[str]:
+        deps: Deps = app.context["deps"]
+        event = app.current_event
+        raw = raw_body(event.raw_event)
+        verify_request(deps.webhook_secret, raw, event.headers, now=deps.now())
+        call_event = parse_event(
+            raw, event.headers.get("content-type"), event.headers, event.query_string_parameters
+        )
+        result = deps.accountant.handle(call_event)
+        return Response(200, "application/json", f'{{"result":"{result.value}"}}')
 
-@app.exception_handler(SignatureError)
-def _unsigned(exc: SignatureError) -> Response[str]:
-    app.context["deps"].metrics.add(Metric.WEBHOOK_REJECTED.value)
-    logger.warning("event webhook rejected", extra={"reason": str(exc)})
-    return Response(401, "application/json", '{"message":"invalid signature"}')
+    @app.exception_handler(SignatureError)
+    def _unsigned(exc: SignatureError) -> Response[str]:
+        app.context["deps"].metrics.add(Metric.WEBHOOK_REJECTED.value)
+        logger.warning("event webhook rejected", extra={"reason": str(exc)})
+        return Response(401, "application/json", '{"message":"invalid signature"}')
 
+    @app.exception_handler(WebhookError)
+    def _unreadable(exc: WebhookError) -> Response[str]:
+        logger.warning("event webhook unreadable", extra={"reason": exc.reason})
+        return Response(400, "application/json", '{"message":"unreadable body"}')
 
-@app.exception_handler(WebhookError)
-def _unreadable(exc: WebhookError) -> Response[str]:
-    logger.warning("event webhook unreadable", extra={"reason": exc.reason})
-    return Response(400, "application/json", '{"message":"unreadable body"}')
+    return app
 
 
 def raw_body(event: dict[str, Any]) -> bytes:
@@ -94,6 +99,11 @@ def raw_body(event: dict[str, Any]) -> bytes:
 
 
 def handle(event: dict[str, Any], context: Any, *, deps: Deps | None = None) -> dict[str, Any]:
+    # A resolver keeps the current event on itself: Lambda runs one invocation at a time, but the
+    # local API emulator serves requests on several threads, so each thread gets its own.
+    app = getattr(_resolvers, "app", None)
+    if app is None:
+        app = _resolvers.app = make_app()
     app.append_context(deps=deps or _default_deps())
     return app.resolve(event, context)
 

@@ -7,6 +7,7 @@ Tests call `handle(event, context, deps=…)`.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from leadqual.signing import SignatureError
 from leadqual.store import DynamoStore
 from leadqual.webhooks import WebhookError, parse_callback, verify_request
 
-app = APIGatewayHttpResolver()
+_resolvers = threading.local()
 
 
 @dataclass
@@ -66,30 +67,34 @@ def _default_deps() -> Deps:
     return _deps
 
 
-@app.post("/voice")
-def voice() -> Response[str]:
-    deps: Deps = app.context["deps"]
-    event = app.current_event
-    raw = raw_body(event.raw_event)
-    verify_request(deps.webhook_secret, raw, event.headers, now=deps.now())
-    callback = parse_callback(raw, event.headers.get("content-type"), event.query_string_parameters or {})
-    domain = event.request_context.domain_name
-    status_url = deps.stream_status_url or f"https://{domain}/stream-status"
-    reply = deps.answerer.answer(callback, status_callback_url=status_url)
-    return Response(200, reply.content_type, reply.body)
+def make_app() -> APIGatewayHttpResolver:
+    """The route and the domain errors' statuses. One resolver per thread (see `handle`)."""
+    app = APIGatewayHttpResolver()
 
+    @app.post("/voice")
+    def voice() -> Response[str]:
+        deps: Deps = app.context["deps"]
+        event = app.current_event
+        raw = raw_body(event.raw_event)
+        verify_request(deps.webhook_secret, raw, event.headers, now=deps.now())
+        callback = parse_callback(raw, event.headers.get("content-type"), event.query_string_parameters or {})
+        domain = event.request_context.domain_name
+        status_url = deps.stream_status_url or f"https://{domain}/stream-status"
+        reply = deps.answerer.answer(callback, status_callback_url=status_url)
+        return Response(200, reply.content_type, reply.body)
 
-@app.exception_handler(SignatureError)
-def _unsigned(exc: SignatureError) -> Response[str]:
-    app.context["deps"].metrics.add(Metric.WEBHOOK_REJECTED.value)
-    logger.warning("voice webhook rejected", extra={"reason": str(exc)})
-    return Response(401, "application/json", '{"message":"invalid signature"}')
+    @app.exception_handler(SignatureError)
+    def _unsigned(exc: SignatureError) -> Response[str]:
+        app.context["deps"].metrics.add(Metric.WEBHOOK_REJECTED.value)
+        logger.warning("voice webhook rejected", extra={"reason": str(exc)})
+        return Response(401, "application/json", '{"message":"invalid signature"}')
 
+    @app.exception_handler(WebhookError)
+    def _unreadable(exc: WebhookError) -> Response[str]:
+        logger.warning("voice webhook unreadable", extra={"reason": exc.reason})
+        return Response(400, "application/json", '{"message":"unreadable body"}')
 
-@app.exception_handler(WebhookError)
-def _unreadable(exc: WebhookError) -> Response[str]:
-    logger.warning("voice webhook unreadable", extra={"reason": exc.reason})
-    return Response(400, "application/json", '{"message":"unreadable body"}')
+    return app
 
 
 def raw_body(event: dict[str, Any]) -> bytes:
@@ -101,6 +106,11 @@ def raw_body(event: dict[str, Any]) -> bytes:
 
 
 def handle(event: dict[str, Any], context: Any, *, deps: Deps | None = None) -> dict[str, Any]:
+    # A resolver keeps the current event on itself: Lambda runs one invocation at a time, but the
+    # local API emulator serves requests on several threads, so each thread gets its own.
+    app = getattr(_resolvers, "app", None)
+    if app is None:
+        app = _resolvers.app = make_app()
     app.append_context(deps=deps or _default_deps())
     return app.resolve(event, context)
 
