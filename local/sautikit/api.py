@@ -60,7 +60,8 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), sim.config.api_key):
             return error(401, "api_key.invalid", "missing or invalid API key")
     try:
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        return response
     except web.HTTPException:
         raise
     except Exception as exc:  # a crash must look like a 500 with an envelope, not a dropped socket
@@ -137,10 +138,10 @@ async def create_call(request: web.Request) -> web.Response:
 
     # §1: the label is an idempotency hint too; reusing it collapses onto the first call.
     if label is not None and label in sim.labels:
-        response = sim.labels[label]
+        first = sim.labels[label]
         if key:
-            sim.idempotency[key] = (fp, 201, response)
-        return ok(response, status=201)
+            sim.idempotency[key] = (fp, 201, first)
+        return ok(first, status=201)
     if sim.wallet_minor <= 0:
         return error(402, "wallet.insufficient_funds", "wallet balance is zero; top up to place calls")
 

@@ -16,6 +16,7 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -550,7 +551,7 @@ class Call:
             ended.cancel()
         return aw.done()
 
-    async def _race(self, targets: list[tuple[str, Person | Rep | None]], limit_s: float) -> RingResult:
+    async def _race(self, targets: Sequence[tuple[str, Person | Rep | None]], limit_s: float) -> RingResult:
         """Ring all targets at once; the first to answer within `limit_s` wins (or a hangup cancels)."""
         timeout = limit_s
         ring_s = self.sim.config.ring_seconds
@@ -671,15 +672,15 @@ class Call:
             self.supervision["status"] = "ended"
         for t in self.transfers:
             if t.get("status") == "answered":
-                leg = next(
+                rep_leg = next(
                     (lg for lg in self.legs if lg.role in ("rep", "supervisor") and lg.number == t["number"]),
                     None,
                 )
-                if leg is not None:
+                if rep_leg is not None:
                     t.update(
-                        billed_seconds=leg.billed_seconds,
-                        cost_minor=leg.cost_minor,
-                        ended_at=iso(leg.ended_at),
+                        billed_seconds=rep_leg.billed_seconds,
+                        cost_minor=rep_leg.cost_minor,
+                        ended_at=iso(rep_leg.ended_at),
                     )
         if self._wav is not None:
             self._wav.close()

@@ -170,7 +170,7 @@ class Simulator:
         status: str = "active",
         voice_callback_url: str | None = None,
     ) -> dict[str, Any]:
-        number = {
+        number: dict[str, Any] = {
             "id": id or uuid7(),
             "e164": e164,
             "status": status,
@@ -340,7 +340,7 @@ class Simulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
-        server = site._server  # aiohttp keeps the listening sockets here
+        server: Any = site._server  # aiohttp keeps the listening asyncio.Server here
         assert server is not None
         assert server.sockets
         host, port = server.sockets[0].getsockname()[:2]

@@ -188,7 +188,7 @@ class Voices:
         path = self._disk_path(key)
         if path is not None and path.exists():
             try:
-                return np.load(path).astype(np.int16)
+                return np.asarray(np.load(path), dtype=np.int16)
             except (OSError, ValueError):
                 pass  # a torn cache file: synthesise again and overwrite it
         audio = make()
