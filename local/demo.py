@@ -17,6 +17,10 @@ simulator's inspection API. When every lead has its outcome it writes, beside th
     sautikit/violations.json   protocol mistakes the simulator saw our code make (should be empty)
     logs/*.log             each component's log
 
+Billing per lead comes from the call records the events function stored (it fetched them from
+the carrier, GET /v1/calls/{id}): `billed_seconds` is the lead's connected time (the record's
+duration), `cost_kes` the carrier's charge for the call, a warm transfer's rep leg included.
+
 Retries: no-answer and busy leads get their next attempt scheduled per the campaign (30–120
 minutes later). The demo does not wait for it: a lead whose next attempt is scheduled counts as
 finished with its current outcome (no_answer / busy / callback_requested) and attempts = 1.

@@ -580,7 +580,7 @@ class LocalStack:
                 "SAUTIKIT_API_KEY": self.api_key,
                 "FROM_NUMBER": opts.from_number,
                 "CAMPAIGNS_DIR": str(self.campaigns_dir),
-                "DRAIN_SECONDS": "5",
+                "DRAIN_SECONDS": "2",  # on Ctrl-C live calls get 2 s, then the bridge hangs them up
                 **POWERTOOLS_ENV,
                 "STAGE": "local",
             }
