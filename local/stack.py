@@ -708,6 +708,11 @@ def _load_handler(module_name: str) -> Handler:
     import importlib
 
     module = importlib.import_module(module_name)
+    # Handlers cache their adapters per container (module level, built on the first invocation);
+    # a new stack in the same process is a new container, so it starts without them.
+    for cached in ("_deps", "_runner"):
+        if hasattr(module, cached):
+            setattr(module, cached, None)
     handler = getattr(module, "lambda_handler", None)
     if not callable(handler):
         raise StackError(module_name, "has no lambda_handler")
