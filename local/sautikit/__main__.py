@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import signal
 import sys
@@ -44,7 +45,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duplicate-callbacks", action="store_true")
     p.add_argument("--late-completed-s", type=float, default=0.0)
     p.add_argument("--callback-encoding", choices=["form", "json"], default="form")
+    p.add_argument(
+        "--tts-cache-dir",
+        type=Path,
+        default=None,
+        help="where synthesised phrases persist across runs (default: $XDG_CACHE_HOME or ~/.cache, leadqual/sautikit-tts)",
+    )
     return p.parse_args(argv)
+
+
+def default_tts_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "leadqual" / "sautikit-tts"
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -76,7 +88,8 @@ async def _serve(args: argparse.Namespace) -> None:
         duplicate_callbacks=args.duplicate_callbacks,
         late_completed_s=args.late_completed_s,
         callback_encoding=args.callback_encoding,
-        tts_cache_dir=args.data_dir / "tts-cache",
+        tts_cache_dir=args.tts_cache_dir or default_tts_cache(),
+        warm_directory=True,
     )
     await sim.start()
     print(

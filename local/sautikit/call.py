@@ -77,6 +77,13 @@ def country_of(e164: str) -> str | None:
     return None
 
 
+def first_lines(spec: Person) -> list[str]:
+    """What a person may have to say first: the voicemail greeting, or hello and the first reply."""
+    if spec.answer is Answer.VOICEMAIL:
+        return [spec.voicemail_greeting or DEFAULT_VOICEMAIL_GREETING]
+    return ([spec.hello] if spec.hello else []) + spec.says[:1]
+
+
 def new_session_id() -> str:
     return f"HD_{secrets.token_hex(6)}"
 
@@ -526,20 +533,17 @@ class Call:
         cfg = self.sim.config
         timeout = cfg.ring_seconds * cfg.no_answer_after_rings
         self.note("ringing", number=self.lead_e164)
-        prep = self.spawn(self._prepare_person(), "prepare-person")
+        # Warm the voice of whoever may pick up, so their first line is ready when it is due.
+        for number in self.to:
+            spec = self.sim.directory.person(number)
+            if spec is not None:
+                self.spawn(self.sim.voices.prefetch(first_lines(spec), priority=0), "voice-warm")
         targets = [(n, self.sim.directory.person(n)) for n in self.to]
         result = await self._race(targets, timeout)
         if result.outcome == "answered" and result.number is not None:
             self.lead_e164 = result.number
             self.person_spec = self.sim.directory.person(result.number)
-            # The phone answers once its person is ready to talk (TTS done): a slow first synthesis
-            # looks like an extra ring, never like a person who answers and then says nothing.
-            if not await self._until_ended_or(prep):
-                return RingResult("canceled", None, self.elapsed())
-            if prep.exception() is not None:
-                self.note("person_prepare_failed", error=repr(prep.exception()))
-        elif not prep.done():
-            prep.cancel()
+            self._prepare_person()
         return result
 
     async def _until_ended_or(self, aw: asyncio.Future[Any]) -> bool:
@@ -582,17 +586,24 @@ class Call:
             return result
         return RingResult("canceled", None, self.elapsed())
 
-    async def _prepare_person(self) -> None:
+    def _prepare_person(self) -> None:
+        """The person exists from the first ring; their lines are synthesised in the background, the
+        first ones they need most urgently. The phone rings on schedule either way: a line not ready
+        when it is due just comes a moment later (`lead_thinking`)."""
         spec = self.person_spec
         if spec is None:
             return
-        voices = self.sim.voices
-        replies = [await voices.person(text) for text in spec.says]
-        hello = await voices.person(spec.hello) if spec.hello else None
-        greeting = None
-        if spec.answer is Answer.VOICEMAIL:
-            greeting = await voices.person(spec.voicemail_greeting or DEFAULT_VOICEMAIL_GREETING)
-        self.person = SimulatedPerson(spec, replies, self.note, hello=hello, greeting=greeting)
+        lines: dict[str, np.ndarray] = {}
+        self.person = SimulatedPerson(spec, lines.get, self.note)
+        first = first_lines(spec)
+        later = [t for t in spec.says if t not in first] if spec.answer is not Answer.VOICEMAIL else []
+        self.spawn(self._synthesise(lines, first, later), "person-voice")
+
+    async def _synthesise(self, lines: dict[str, np.ndarray], first: list[str], later: list[str]) -> None:
+        for priority, texts in ((0, first), (1, later)):
+            for text in texts:
+                if text not in lines:
+                    lines[text] = await self.sim.voices.person(text, priority=priority)
 
     def _end_unanswered(self, ring: RingResult) -> None:
         if self.ended.is_set():

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from local.sautikit.audio import FRAME_S, SILENCE, Clip, beep
-from local.sautikit.directory import Answer, Person
+from local.sautikit.directory import DEFAULT_VOICEMAIL_GREETING, Answer, Person
 
 END_OF_TURN_S = 0.6
 REPLY_PAUSE_S = 0.25
@@ -35,25 +35,20 @@ def _frames(seconds: float) -> int:
 
 
 class SimulatedPerson:
-    def __init__(
-        self,
-        spec: Person,
-        replies: list[np.ndarray],
-        note: Note,
-        *,
-        hello: np.ndarray | None = None,
-        greeting: np.ndarray | None = None,
-    ) -> None:
+    def __init__(self, spec: Person, audio_for: Callable[[str], np.ndarray | None], note: Note) -> None:
+        """`audio_for(text)` is the person's voice saying `text`, or None while it is being synthesised
+        (the person then takes a moment before speaking)."""
         self.spec = spec
-        self.replies = replies
+        self.audio_for = audio_for
         self.note = note
-        self.hello = hello
-        self.greeting = greeting
+        self.greeting_text = spec.voicemail_greeting or DEFAULT_VOICEMAIL_GREETING
         self.voicemail = spec.answer is Answer.VOICEMAIL
         self.frame_no = 0
         self.speaking: Clip | None = None
         self._speaking_meta: dict[str, Any] = {}
-        self._queue: list[tuple[Clip, dict[str, Any]]] = []
+        # What the person will say next: (audio or None while it is still being synthesised, label, meta).
+        self._queue: list[tuple[Callable[[], np.ndarray | None], str, dict[str, Any]]] = []
+        self._waiting_noted = False
         # turn tracking
         self.turns = 0  # agent turns started so far
         self.in_turn = False
@@ -85,8 +80,17 @@ class SimulatedPerson:
         if self._media_at is not None and self.frame_no == self._media_at:
             self._on_media_ready()
         if self.speaking is None and self._queue:
-            clip, meta = self._queue.pop(0)
-            self._begin(clip, meta)
+            source, label, meta = self._queue[0]
+            audio = source()
+            if audio is None:
+                # Still being synthesised: a person who takes a moment before answering.
+                if not self._waiting_noted:
+                    self._waiting_noted = True
+                    self.note("lead_thinking", turn=meta.get("turn"))
+            else:
+                self._queue.pop(0)
+                self._waiting_noted = False
+                self._begin(Clip(audio, label), meta)
         if self.speaking is None:
             return SILENCE
         frame = self.speaking.next_frame()
@@ -140,12 +144,12 @@ class SimulatedPerson:
 
     # -- internals -------------------------------------------------------------------------------------
     def _has_reply(self, turn: int) -> bool:
-        return 1 <= turn <= len(self.replies) and turn not in self._replied_turns
+        return 1 <= turn <= len(self.spec.says) and turn not in self._replied_turns
 
     def _reply(self, turn: int, interrupting: bool) -> None:
         self._replied_turns.add(turn)
         text = self.spec.says[turn - 1]
-        self._queue.append((Clip(self.replies[turn - 1], text), {"turn": turn, "interrupting": interrupting}))
+        self._queue.append((lambda: self.audio_for(text), text, {"turn": turn, "interrupting": interrupting}))
 
     def _close_turn(self, interrupted: bool, trailing: int = 0) -> None:
         last_speech_frame = self.frame_no - trailing
@@ -179,18 +183,19 @@ class SimulatedPerson:
             self._onset = 0
             self._silent_frames = 0
         if meta.get("what") == "greeting":
-            b = Clip(beep(), "")
-            self._queue.insert(0, (b, {"what": "beep"}))
+            tone = beep()
+            self._queue.insert(0, (lambda: tone, "", {"what": "beep"}))
         elif meta.get("what") == "beep":
             self._beep_end_frame = self.frame_no
             self.note("voicemail_recording")
 
     def _on_media_ready(self) -> None:
-        if self.voicemail and self.greeting is not None:
-            text = self.spec.voicemail_greeting or ""
-            self._queue.append((Clip(self.greeting, text), {"what": "greeting"}))
-        elif self.hello is not None and self.spec.hello:
-            self._queue.append((Clip(self.hello, self.spec.hello), {"what": "hello"}))
+        if self.voicemail:
+            text = self.greeting_text
+            self._queue.append((lambda: self.audio_for(text), text, {"what": "greeting"}))
+        elif self.spec.hello:
+            hello = self.spec.hello
+            self._queue.append((lambda: self.audio_for(hello), hello, {"what": "hello"}))
 
     def _check_timers(self, hears_speech: bool) -> None:
         if self.spec.hangup_after_s is not None and self.frame_no * FRAME_S >= self.spec.hangup_after_s:

@@ -33,8 +33,8 @@ import httpx
 from aiohttp import web
 
 from local.sautikit.billing import CURRENCY, DEFAULT_RATE_PER_MINUTE_MINOR
-from local.sautikit.call import Call
-from local.sautikit.directory import Directory
+from local.sautikit.call import Call, first_lines
+from local.sautikit.directory import Answer, Directory
 from local.sautikit.tts import Voices
 from local.sautikit.webhooks import WebhookSender
 
@@ -110,6 +110,7 @@ class Simulator:
         ws_ssl_context: ssl.SSLContext | None = None,
         tts_cache_dir: Path | str | None = None,
         warm_up: bool = True,
+        warm_directory: bool = False,
     ) -> None:
         self.directory = directory
         self.config = SimConfig(
@@ -144,6 +145,7 @@ class Simulator:
             self.add_number(**n)
         self.voices = Voices(Path(tts_cache_dir) if tts_cache_dir else None)
         self._warm_up = warm_up
+        self._warm_directory = warm_directory
         self.calls_by_id: dict[str, Call] = {}
         self.calls_by_session: dict[str, Call] = {}
         self.idempotency: dict[str, tuple[str, int, dict[str, Any]]] = {}
@@ -348,6 +350,18 @@ class Simulator:
         self.url = f"http://{host}:{port}"
         if self._warm_up:
             self.spawn(self.voices.warm_up(), name="tts-warm-up")
+        if self._warm_directory:
+            self.spawn(self._warm_people(), name="tts-warm-directory")
+
+    async def _warm_people(self) -> None:
+        """Synthesise every person's lines at the lowest priority, first lines first, so a demo's
+        first calls rarely wait for a voice (live calls' own needs always go ahead)."""
+        people = list(self.directory.numbers.values())
+        firsts = [t for p in people for t in first_lines(p)]
+        await self.voices.prefetch(list(dict.fromkeys(firsts)), priority=2)
+        rest = [t for p in people if p.answer is not Answer.VOICEMAIL for t in p.says]
+        rest += [line for r in self.directory.reps.values() for line in r.says]
+        await self.voices.prefetch([t for t in dict.fromkeys(rest) if t not in firsts], priority=3)
 
     async def stop(self) -> None:
         for call in list(self.calls_by_id.values()):

