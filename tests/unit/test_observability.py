@@ -202,3 +202,14 @@ def test_tracer_is_inert_outside_lambda() -> None:
         return 7
 
     assert work() == 7
+
+
+def test_metrics_carry_the_service_dimension_the_dashboard_selects() -> None:
+    from leadqual.observability import SERVICE, metrics
+
+    assert SERVICE == "leadqual"
+    metrics.add_metric(name="CallsPlaced", unit="Count", value=1)
+    blob = metrics.serialize_metric_set()
+    metrics.clear_metrics()
+    assert blob["service"] == "leadqual"
+    assert blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]

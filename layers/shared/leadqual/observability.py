@@ -20,6 +20,8 @@ from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from aws_lambda_powertools.metrics import MetricUnit
 
 NAMESPACE = "Leadqual"
+# The one metric dimension the dashboard, alarms and autoscaling select on (template.yaml).
+SERVICE = "leadqual"
 MASK = "******"  # fixed width: the mask does not reveal how long the number was
 
 
@@ -143,8 +145,10 @@ def make_logger(service: str | None = None, *, stream: IO[str] | None = None, **
     return Logger(service=service, stream=stream, logger_formatter=MaskingFormatter(), **kwargs)
 
 
-logger = make_logger()
-metrics = Metrics(namespace=NAMESPACE)
+logger = make_logger(SERVICE)
+# Named here, not only through POWERTOOLS_SERVICE_NAME, so metrics carry service=leadqual wherever
+# the module is imported first (the local stack, tests) and the dashboard still sees them.
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 tracer = Tracer()  # disabled outside Lambda (Powertools checks LAMBDA_TASK_ROOT itself)
 
 
