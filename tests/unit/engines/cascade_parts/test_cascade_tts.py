@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -94,15 +93,12 @@ async def test_a_waiter_synthesises_itself_when_the_first_caller_is_cancelled() 
     assert await second == b"Hi." * 10
 
 
-def test_espeak_speaks_fast_at_the_asked_rate() -> None:
+def test_espeak_speaks_at_the_asked_rate() -> None:
+    # How fast it speaks is measured by `make bench` (time to first word), not asserted here.
     tts = EspeakTTS()
-    tts.synthesize_blocking("Warm up.", 16000)
-    started = time.perf_counter()
     pcm = tts.synthesize_blocking("Is now a good time for three quick questions?", 16000)
-    elapsed = time.perf_counter() - started
     seconds = len(pcm) / 32000
     assert 1.5 < seconds < 5.0
-    assert elapsed < 0.1
     at_8k = tts.synthesize_blocking("Is now a good time for three quick questions?", 8000)
     assert len(at_8k) / 16000 == pytest.approx(seconds, rel=0.01)
 
