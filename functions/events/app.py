@@ -7,8 +7,6 @@ Adapters are built once per container on first use. Tests call `handle(event, co
 
 from __future__ import annotations
 
-import base64
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,15 +16,13 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
 from leadqual.accounting import Accountant
 from leadqual.dialing import CampaignCatalog
-from leadqual.observability import Metric, MetricsSink, PowertoolsSink, logger, metrics, tracer
+from leadqual.http_api import map_webhook_errors, raw_body, resolve
+from leadqual.observability import MetricsSink, PowertoolsSink, logger, metrics, tracer
 from leadqual.queue import LeadQueue
 from leadqual.sautikit import SautikitClient
 from leadqual.settings import EventsSettings
-from leadqual.signing import SignatureError
 from leadqual.store import DynamoStore
-from leadqual.webhooks import WebhookError, parse_event, verify_request
-
-_resolvers = threading.local()
+from leadqual.webhooks import parse_event, verify_request
 
 
 @dataclass
@@ -78,34 +74,12 @@ def make_app() -> APIGatewayHttpResolver:
         result = deps.accountant.handle(call_event)
         return Response(200, "application/json", f'{{"result":"{result.value}"}}')
 
-    @app.exception_handler(SignatureError)
-    def _unsigned(exc: SignatureError) -> Response[str]:
-        app.context["deps"].metrics.add(Metric.WEBHOOK_REJECTED.value)
-        logger.warning("event webhook rejected", extra={"reason": str(exc)})
-        return Response(401, "application/json", '{"message":"invalid signature"}')
-
-    @app.exception_handler(WebhookError)
-    def _unreadable(exc: WebhookError) -> Response[str]:
-        logger.warning("event webhook unreadable", extra={"reason": exc.reason})
-        return Response(400, "application/json", '{"message":"unreadable body"}')
-
+    map_webhook_errors(app, "event")
     return app
 
 
-def raw_body(event: dict[str, Any]) -> bytes:
-    """The body exactly as signed (HTTP API may hand it over base64-encoded)."""
-    body = event.get("body") or ""
-    return base64.b64decode(body) if event.get("isBase64Encoded") else str(body).encode()
-
-
 def handle(event: dict[str, Any], context: Any, *, deps: Deps | None = None) -> dict[str, Any]:
-    # A resolver keeps the current event on itself: Lambda runs one invocation at a time, but the
-    # local API emulator serves requests on several threads, so each thread gets its own.
-    app = getattr(_resolvers, "app", None)
-    if app is None:
-        app = _resolvers.app = make_app()
-    app.append_context(deps=deps or _default_deps())
-    return app.resolve(event, context)
+    return resolve(make_app, event, context, deps or _default_deps())
 
 
 @logger.inject_lambda_context

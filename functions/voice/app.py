@@ -7,7 +7,6 @@ Tests call `handle(event, context, deps=…)`.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,13 +16,11 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
 from leadqual.answering import VoiceAnswerer, VoiceConfig, with_query
 from leadqual.dialing import CampaignCatalog
-from leadqual.observability import Metric, MetricsSink, PowertoolsSink, logger, metrics, tracer
+from leadqual.http_api import map_webhook_errors, raw_body, resolve
+from leadqual.observability import MetricsSink, PowertoolsSink, logger, metrics, tracer
 from leadqual.settings import VoiceSettings
-from leadqual.signing import SignatureError
 from leadqual.store import DynamoStore
-from leadqual.webhooks import WebhookError, parse_callback, verify_request
-
-_resolvers = threading.local()
+from leadqual.webhooks import parse_callback, verify_request
 
 
 @dataclass
@@ -83,36 +80,12 @@ def make_app() -> APIGatewayHttpResolver:
         reply = deps.answerer.answer(callback, status_callback_url=status_url)
         return Response(200, reply.content_type, reply.body)
 
-    @app.exception_handler(SignatureError)
-    def _unsigned(exc: SignatureError) -> Response[str]:
-        app.context["deps"].metrics.add(Metric.WEBHOOK_REJECTED.value)
-        logger.warning("voice webhook rejected", extra={"reason": str(exc)})
-        return Response(401, "application/json", '{"message":"invalid signature"}')
-
-    @app.exception_handler(WebhookError)
-    def _unreadable(exc: WebhookError) -> Response[str]:
-        logger.warning("voice webhook unreadable", extra={"reason": exc.reason})
-        return Response(400, "application/json", '{"message":"unreadable body"}')
-
+    map_webhook_errors(app, "voice")
     return app
 
 
-def raw_body(event: dict[str, Any]) -> bytes:
-    """The body exactly as signed: HTTP API hands form posts over base64-encoded."""
-    import base64
-
-    body = event.get("body") or ""
-    return base64.b64decode(body) if event.get("isBase64Encoded") else str(body).encode()
-
-
 def handle(event: dict[str, Any], context: Any, *, deps: Deps | None = None) -> dict[str, Any]:
-    # A resolver keeps the current event on itself: Lambda runs one invocation at a time, but the
-    # local API emulator serves requests on several threads, so each thread gets its own.
-    app = getattr(_resolvers, "app", None)
-    if app is None:
-        app = _resolvers.app = make_app()
-    app.append_context(deps=deps or _default_deps())
-    return app.resolve(event, context)
+    return resolve(make_app, event, context, deps or _default_deps())
 
 
 @logger.inject_lambda_context

@@ -6,7 +6,6 @@ Also: the sample events in events/ stay consistent with the template's routes an
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -22,6 +21,7 @@ from urllib.parse import parse_qsl
 import pytest
 
 from leadqual.campaign import Limits, builtin_campaign_path, load_campaign
+from leadqual.http_api import raw_body
 from leadqual.models import Lead
 from leadqual.signing import verify_webhook
 from leadqual.webhooks import FIRST_SETUP, LIFECYCLE, classify, parse_callback, parse_event
@@ -643,15 +643,10 @@ def _event(name: str) -> dict[str, Any]:
     return json.loads((EVENTS / name).read_text())
 
 
-def _raw_body(event: Mapping[str, Any]) -> bytes:
-    body = event["body"]
-    return base64.b64decode(body) if event["isBase64Encoded"] else body.encode()
-
-
 def _verify_sample(event: Mapping[str, Any]) -> None:
     header = event["headers"]["x-sautikit-signature"]
     t = int(header.split(",")[0].removeprefix("t="))
-    verify_webhook(SAMPLE_SECRET, _raw_body(event), header, now=t)
+    verify_webhook(SAMPLE_SECRET, raw_body(event), header, now=t)
 
 
 def test_sqs_sample_carries_valid_leads() -> None:
@@ -681,13 +676,13 @@ def test_http_samples_hit_a_template_route_and_are_signed(
     assert event["version"] == "2.0"
     assert event["routeKey"] == event["requestContext"]["routeKey"] == route
     assert route in _routes(resources)
-    assert int(event["headers"]["content-length"]) == len(_raw_body(event))
+    assert int(event["headers"]["content-length"]) == len(raw_body(event))
     _verify_sample(event)
 
 
 def test_voice_samples_parse_as_first_setup_then_lifecycle() -> None:
     answer, completed = _event("voice_answer_form.json"), _event("voice_lifecycle_completed.json")
-    fields = dict(parse_qsl(_raw_body(answer).decode()))
+    fields = dict(parse_qsl(raw_body(answer).decode()))
     assert {
         "sessionId",
         "callerNumber",
@@ -698,12 +693,12 @@ def test_voice_samples_parse_as_first_setup_then_lifecycle() -> None:
         "clientRequestId",
     } <= set(fields)
     first = parse_callback(
-        _raw_body(answer), answer["headers"]["content-type"], answer["queryStringParameters"]
+        raw_body(answer), answer["headers"]["content-type"], answer["queryStringParameters"]
     )
     assert first.client_request_id == "lq-lead-0001-1"
     assert classify(first, [SAMPLE_FROM]) == FIRST_SETUP
     last = parse_callback(
-        _raw_body(completed), completed["headers"]["content-type"], completed["queryStringParameters"]
+        raw_body(completed), completed["headers"]["content-type"], completed["queryStringParameters"]
     )
     assert last.session_id == first.session_id
     assert classify(last, [SAMPLE_FROM]) == LIFECYCLE
@@ -713,7 +708,7 @@ def test_event_samples_parse_in_their_shapes() -> None:
     shapes = {}
     for name in ("events_envelope_completed.json", "events_switch_body.json", "stream_status.json"):
         event = _event(name)
-        parsed = parse_event(_raw_body(event), event["headers"]["content-type"], event["headers"])
+        parsed = parse_event(raw_body(event), event["headers"]["content-type"], event["headers"])
         assert parsed.session_id == "HD_3f9a1c2b7d4e"
         assert parsed.client_request_id == "lq-lead-0001-1"
         shapes[name] = parsed
