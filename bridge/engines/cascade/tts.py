@@ -208,9 +208,10 @@ _SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), 
 class _Espeak:
     """A private instance of libespeak-ng. Every call goes through `lock`.
 
-    The library keeps one synthesiser and one callback in its statics; other code in the process
-    (the bridge's fallback voice, the simulator) loads it too. dlopen of a copy at another path
-    gets separate statics, so this instance cannot steal their callback or they ours.
+    The library keeps one synthesiser and one callback in its statics. Our own users (the bridge's
+    fallback voice, the simulator's <Say>) all come through here, but a library in the same process
+    (piper's phonemiser) may load it too: dlopen of a copy at another path gets separate statics,
+    so neither side can steal the other's callback.
     """
 
     def __init__(self) -> None:
