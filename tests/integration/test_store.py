@@ -314,6 +314,56 @@ def test_put_call_race_has_one_winner(store: DynamoStore) -> None:
     assert race(10, put).count(True) == 1
 
 
+def test_a_calls_transcript_round_trips_as_a_list_of_maps(store: DynamoStore, client: Any) -> None:
+    store.put_call(CallRecord(lead_id="lead-1", attempt=1, client_request_id="lq-lead-1-1"))
+    fresh = store.get_call("lead-1", 1)
+    assert fresh is not None
+    assert fresh.transcript == []  # a record without a transcript reads as an empty one
+    transcript = [
+        {"t": 0.05, "who": "agent", "text": "Hi Wanjiru, this is Amina from Acme CRM."},
+        {"t": 6.5, "who": "lead", "text": "Yes, now is fine — asante."},
+        {"t": 7, "who": "agent", "text": ""},
+    ]
+    store.update_call("lead-1", 1, transcript=transcript, state=CallState.STREAMING)
+    call = store.get_call("lead-1", 1)
+    assert call is not None
+    assert call.transcript == [
+        {"t": 0.05, "who": "agent", "text": "Hi Wanjiru, this is Amina from Acme CRM."},
+        {"t": 6.5, "who": "lead", "text": "Yes, now is fine — asante."},
+        {"t": 7.0, "who": "agent", "text": ""},
+    ]
+    assert all(type(e["t"]) is float for e in call.transcript)
+    stored = raw(client, "LEAD#lead-1", "CALL#001")["transcript"]
+    assert stored["L"][1] == {
+        "M": {"t": {"N": "6.5"}, "who": {"S": "lead"}, "text": {"S": "Yes, now is fine — asante."}}
+    }
+    # A later write replaces it (the bridge writes the whole transcript each time); lists too.
+    assert [c.transcript for c in store.list_calls("lead-1")] == [call.transcript]
+    store.update_call("lead-1", 1, transcript=[*transcript, {"t": 9.1, "who": "lead", "text": "Bye."}])
+    again = store.get_call("lead-1", 1)
+    assert again is not None
+    assert [e["text"] for e in again.transcript][-2:] == ["", "Bye."]
+    with pytest.raises(ValueError, match="'transcript'"):
+        store.update_call("lead-1", 1, transcript=[{"t": 1.0, "who": "narrator", "text": "x"}])
+
+
+def test_a_long_transcript_is_bounded_below_the_item_size_limit(store: DynamoStore, client: Any) -> None:
+    store.put_call(CallRecord(lead_id="lead-1", attempt=1, client_request_id="lq-lead-1-1"))
+    # 300 entries of 1,500 four-byte characters: 1.8 MB unbounded, far over DynamoDB's 400 KB.
+    long = [{"t": i * 1.0, "who": "lead", "text": f"{i:04d}" + "𝄞" * 1500} for i in range(300)]
+    store.update_call("lead-1", 1, transcript=long, state=CallState.COMPLETED)
+    call = store.get_call("lead-1", 1)
+    assert call is not None
+    assert call.state is CallState.COMPLETED
+    texts = [e["text"] for e in call.transcript]
+    assert all(len(text) == 1000 for text in texts)  # each cut at 1,000 characters
+    assert texts[-1].startswith("0299")  # the latest kept, oldest dropped
+    assert [int(text[:4]) for text in texts] == list(range(300 - len(texts), 300))
+    assert 50 < len(texts) < 200
+    item = raw(client, "LEAD#lead-1", "CALL#001")
+    assert sum(len(e["M"]["text"]["S"].encode()) for e in item["transcript"]["L"]) <= 256_000
+
+
 # -- sessions, answers, DNC ------------------------------------------------------------------------
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 LeadId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 AnswerValue = bool | int | float | str | None
@@ -128,6 +128,39 @@ _FINAL_STATES = {
 }
 
 
+# A call's transcript is bounded so the CALL# item stays far below DynamoDB's 400 KB item limit,
+# whatever the language: at most this many entries (the latest kept), each text cut at this many
+# characters, all the texts together at most this many UTF-8 bytes.
+TRANSCRIPT_MAX_ENTRIES = 200
+TRANSCRIPT_MAX_TEXT = 1000
+TRANSCRIPT_MAX_BYTES = 256_000
+
+
+class TranscriptEntry(TypedDict):
+    """One line of a call's transcript: `t` seconds since the media stream opened."""
+
+    t: float
+    who: Literal["agent", "lead"]
+    text: str
+
+
+def bound_transcript(entries: list[TranscriptEntry]) -> list[TranscriptEntry]:
+    """The latest entries that fit the bounds above (texts cut, oldest dropped first)."""
+    kept: list[TranscriptEntry] = []
+    size = 0
+    for entry in reversed(entries[-TRANSCRIPT_MAX_ENTRIES:]):
+        text = entry["text"][:TRANSCRIPT_MAX_TEXT]
+        size += len(text.encode()) + 32  # the text, plus the entry's names, number and map overhead
+        if size > TRANSCRIPT_MAX_BYTES:
+            break
+        kept.append({"t": round(entry["t"], 2), "who": entry["who"], "text": text})
+    kept.reverse()
+    return kept
+
+
+Transcript = Annotated[list[TranscriptEntry], AfterValidator(bound_transcript)]
+
+
 class CallRecord(BaseModel):
     """One dial attempt of one lead (`LEAD#<id>` / `CALL#<attempt>`)."""
 
@@ -147,6 +180,8 @@ class CallRecord(BaseModel):
     outcome: Outcome | None = None
     transferred_to: str | None = None
     time_to_first_word_ms: float | None = None
+    # What was said, in order (PII: kept only here, never logged). Written by the bridge.
+    transcript: Transcript = Field(default_factory=list)
 
 
 def client_request_id(lead_id: str, attempt: int) -> str:

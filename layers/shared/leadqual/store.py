@@ -8,7 +8,7 @@ a failed condition is a normal answer (`False`) wherever the contract asks for a
 Items (PK / SK):
   LEAD#<id> / PROFILE          lead, status, attempts, outcome, score, reason, next_attempt_at;
                                GSI1PK=CAMPAIGN#<campaign>, GSI1SK=<outcome or status>#<lead_id>
-  LEAD#<id> / CALL#<nnn>       one dial attempt (CallRecord)
+  LEAD#<id> / CALL#<nnn>       one dial attempt (CallRecord); its transcript a list of maps, bounded
   LEAD#<id> / ANSWER#<qid>     value (+ value_type, so 3.0 stays a float), quote, at
   SESSION#<HD_…> / SESSION     lead_id, attempt
   DNC#<e164> / DNC             reason, added_at
@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
 from functools import cache
-from typing import Any
+from typing import Annotated, Any
 
 import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -173,7 +173,11 @@ def _typed_value(raw: Any, kind: str | None) -> AnswerValue:
 
 @cache
 def _call_field_adapter(name: str) -> TypeAdapter[Any]:
-    annotation: Any = CallRecord.model_fields[name].annotation
+    field = CallRecord.model_fields[name]
+    annotation: Any = field.annotation
+    if field.metadata:
+        # Keep the field's validators (the transcript's bounds), which `annotation` alone drops.
+        annotation = Annotated[annotation, *field.metadata]
     return TypeAdapter(annotation)
 
 
