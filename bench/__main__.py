@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import report
-from bench.procs import LOG_DIR, ROOT, cores, raise_priority
+from bench import procs, report
+from bench.procs import LOG_DIR, ROOT, cores, raise_priority, realtime
 
 SECTIONS = ("capacity", "ttfw", "webhook", "dialer")
 METRICS_OF = {
@@ -46,6 +46,7 @@ class Config:
     bridge_ladder: list[int] = field(default_factory=lambda: [50, 100, 200, 300, 400, 500, 650, 800, 1000])
     pipecat_ladder: list[int] = field(default_factory=lambda: [25, 50, 75, 100, 150, 200, 300, 400])
     refine: int = 3
+    confirm: int = 2
     capacity_budget_s: float = 200.0
     low_calls: int = 10
     profile: bool = True
@@ -54,6 +55,7 @@ class Config:
     webhook_warm_calls: int = 1000
     dialer_repeats: int = 2
     dialer_latency_s: float = 0.050
+    realtime: bool = True
 
     @classmethod
     def quick(cls) -> Config:
@@ -63,6 +65,7 @@ class Config:
             bridge_ladder=[4, 8],
             pipecat_ladder=[4, 8],
             refine=0,
+            confirm=0,
             capacity_budget_s=30.0,
             low_calls=2,
             profile=False,
@@ -94,16 +97,28 @@ def run_section(section: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any
     return out
 
 
+def _timed_section(coro: Any, cfg: Config) -> dict[str, Any]:
+    """The load generator measures time: it runs under real-time scheduling like the SUT (see
+    bench.procs.realtime), and only for the sections that need it."""
+    rt = cfg.realtime and realtime(True)
+    try:
+        result: dict[str, Any] = asyncio.run(coro)
+    finally:
+        if rt:
+            realtime(False)
+    return result
+
+
 def _capacity(cfg: Config, sut_cpu: int | None) -> dict[str, Any]:
     from bench.sections import capacity_section
 
-    return asyncio.run(capacity_section(cfg, sut_cpu, log))
+    return _timed_section(capacity_section(cfg, sut_cpu, log), cfg)
 
 
 def _ttfw(cfg: Config, sut_cpu: int | None) -> dict[str, Any]:
     from bench.sections import ttfw_section
 
-    return asyncio.run(ttfw_section(cfg, sut_cpu, log))
+    return _timed_section(ttfw_section(cfg, sut_cpu, log), cfg)
 
 
 def _webhook(cfg: Config, sut_cpu: int | None) -> dict[str, Any]:
@@ -146,22 +161,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     parser.add_argument("--table", type=Path, default=ROOT / "bench" / "README-table.md")
     parser.add_argument("--no-table-file", action="store_true", help="do not write the markdown table")
+    parser.add_argument(
+        "--no-rt",
+        action="store_true",
+        help="do not ask for real-time scheduling of the SUT and load generator",
+    )
     args = parser.parse_args(argv)
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown:
         parser.error(f"unknown section(s): {', '.join(unknown)}")
     cfg = Config.quick() if args.quick else Config()
+    if args.no_rt:
+        cfg.realtime = False
+        procs.RT_DEFAULT = False
 
     sut_cpu, mine = cores()
     pinned = len(os.sched_getaffinity(0)) >= 2
     if pinned:
         os.sched_setaffinity(0, mine)  # the load generator and fakes stay off the SUT's core
     prio = raise_priority()
+    rt_ok = cfg.realtime and realtime(True) and realtime(False)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log(
         f"bench: SUT on core {sut_cpu if pinned else '(shared: fewer than 2 cores)'}, "
-        f"load generator on {sorted(mine)}; priority raised: {prio}; SUT logs in {LOG_DIR}"
+        f"load generator on {sorted(mine)}; real-time scheduling: {'yes' if rt_ok else 'no'}; "
+        f"priority raised: {prio}; SUT logs in {LOG_DIR}"
     )
     t0 = time.monotonic()
     before = report.previous(args.out)
@@ -172,10 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     results["_seconds"] = round(time.monotonic() - t0, 1)
     machine = report.machine_info()
     machine["sut_core"] = sut_cpu if pinned else None
+    machine["realtime_scheduling"] = bool(rt_ok)
     if not args.quick:
         for key in results:
             if not key.startswith("_"):
-                results[key].setdefault("detail", {})["machine"] = report.machine_line(machine)
+                results[key].setdefault("detail", {})["machine"] = machine
                 break
     report.write(results, machine, args.out, None if args.no_table_file else args.table)
     report.print_table(results, machine)

@@ -49,7 +49,20 @@ def outbound_latencies_ms(
 ) -> tuple[np.ndarray, int]:
     """Latency (ms) of every frame received in [t0, t1] (or, with `first_only`, of each reply's
     first frame: the model's first audio to the socket), and how many had no reply to match."""
+    lat, _, unmatched = outbound_frames(recv, replies, t0_ns, t1_ns, first_only)
+    return lat, unmatched
+
+
+def outbound_frames(
+    recv: Iterable[tuple[str, np.ndarray]],
+    replies: Mapping[str, Sequence[int]],
+    t0_ns: int,
+    t1_ns: int,
+    first_only: bool = False,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """As outbound_latencies_ms, plus each frame's arrival time (ns)."""
     out: list[np.ndarray] = []
+    ends: list[np.ndarray] = []
     unmatched = 0
     for sid, times in recv:
         arr = np.asarray(times, dtype=np.int64)
@@ -71,7 +84,22 @@ def outbound_latencies_ms(
             keep = starts[idx[first]] >= t0_ns
             arr, idx = arr[first][keep], idx[first][keep]
         out.append((arr - starts[idx]) / 1e6)
-    return (np.concatenate(out) if out else np.zeros(0)), unmatched
+        ends.append(arr)
+    if not out:
+        return np.zeros(0), np.zeros(0, dtype=np.int64), unmatched
+    return np.concatenate(out), np.concatenate(ends), unmatched
+
+
+def stall_overlap_ms(end_ns: np.ndarray, lat_ms: np.ndarray, stalls: np.ndarray) -> np.ndarray:
+    """For each frame in flight over [end - latency, end], how long the machine was stalled then."""
+    out = np.zeros(end_ns.size)
+    if stalls.size == 0 or end_ns.size == 0:
+        return out
+    start = end_ns - (lat_ms * 1e6).astype(np.int64)
+    for s, e in stalls:
+        overlap = np.minimum(end_ns, e) - np.maximum(start, s)
+        out += np.clip(overlap, 0, None) / 1e6
+    return out
 
 
 @dataclass
@@ -92,7 +120,20 @@ class Window:
     failures: int = 0
     tick_max_lag_ms: float = 0.0
     first_out_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))  # each reply's first frame
+    inbound_end_ns: np.ndarray | None = None  # when each inbound frame reached the model
+    outbound_end_ns: np.ndarray | None = None  # when each outbound frame reached the lead
+    stalls: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))  # machine gaps
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Latency net of machine stalls (bench.stallwatch): what the system under test is answerable for.
+        self.inbound_net_ms = self.inbound_ms - self._excused(self.inbound_end_ns, self.inbound_ms)
+        self.outbound_net_ms = self.outbound_ms - self._excused(self.outbound_end_ns, self.outbound_ms)
+
+    def _excused(self, ends: np.ndarray | None, lat: np.ndarray) -> np.ndarray:
+        if ends is None or ends.size != lat.size:
+            return np.zeros(lat.size)
+        return stall_overlap_ms(ends, lat, self.stalls)
 
     @property
     def lost(self) -> int:
@@ -102,11 +143,18 @@ class Window:
 
     @property
     def late_in(self) -> int:
-        return int(((self.inbound_ms - self.baseline_ms) > LATE_MS).sum())
+        return int(((self.inbound_net_ms - self.baseline_ms) > LATE_MS).sum())
 
     @property
     def late_out(self) -> int:
-        return int(((self.outbound_ms - self.baseline_ms) > LATE_MS).sum())
+        return int(((self.outbound_net_ms - self.baseline_ms) > LATE_MS).sum())
+
+    @property
+    def late_excused(self) -> int:
+        """Frames late only because the machine stopped (a vCPU stall), not counted as late."""
+        raw = int(((self.inbound_ms - self.baseline_ms) > LATE_MS).sum())
+        raw += int(((self.outbound_ms - self.baseline_ms) > LATE_MS).sum())
+        return raw - self.late_in - self.late_out
 
     @property
     def total(self) -> int:
@@ -123,7 +171,7 @@ class Window:
         return self.failures == 0 and self.total > 0 and self.late_fraction <= max_late and self.cpu < max_cpu
 
     def relay_ms(self) -> np.ndarray:
-        return np.concatenate([self.inbound_ms, self.outbound_ms]) - self.baseline_ms
+        return np.concatenate([self.inbound_net_ms, self.outbound_net_ms]) - self.baseline_ms
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -133,6 +181,11 @@ class Window:
             "late_pct": round(100.0 * self.late_fraction, 4),
             "late_in": self.late_in,
             "late_out": self.late_out,
+            "late_excused_machine_stalls": self.late_excused,
+            "machine_stalls": len(self.stalls),
+            "machine_stall_max_ms": round(float((self.stalls[:, 1] - self.stalls[:, 0]).max()) / 1e6, 1)
+            if len(self.stalls)
+            else 0.0,
             "lost": self.lost,
             "frames_in": int(self.inbound_ms.size),
             "frames_out": int(self.outbound_ms.size),
@@ -140,8 +193,8 @@ class Window:
             "loadgen_cpu_pct": round(100.0 * self.loadgen_cpu, 1),
             "foreign_cpu_pct": round(100.0 * self.foreign_cpu, 1),
             "rss_mb": round(self.rss_mb, 1),
-            "lead_to_model_ms": summary_ms(self.inbound_ms - self.baseline_ms),
-            "model_to_lead_ms": summary_ms(self.outbound_ms - self.baseline_ms),
+            "lead_to_model_ms": summary_ms(self.inbound_net_ms - self.baseline_ms),
+            "model_to_lead_ms": summary_ms(self.outbound_net_ms - self.baseline_ms),
             "reply_first_frame_ms": summary_ms(self.first_out_ms - self.baseline_ms),
             "connect_failures": self.failures,
             "loadgen_tick_max_lag_ms": round(self.tick_max_lag_ms, 2),

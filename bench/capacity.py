@@ -10,20 +10,23 @@ late frames and leaves the core unsaturated; found by stepping up, then bisectin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.analysis import Window, outbound_latencies_ms
+from bench.analysis import Window, outbound_frames, outbound_latencies_ms
 from bench.loadgen import LoadGenerator
 from bench.procs import SutProcess, core_busy_seconds, own_cpu_seconds
+from bench.stallwatch import StallLog, watching
 from bench.sut import SECRET
 
 MAX_CALL_AGE_S = 240.0  # the example campaign ends calls at 300 s; replace them before that
@@ -39,6 +42,7 @@ async def measure_window(
     settle_s: float,
     baseline_ms: float = 0.0,
     workdir: Path,
+    stalls: StallLog | None = None,
 ) -> Window:
     """Bring the load to `calls` streams, let it settle, then measure one window."""
     failures_before = len(lg.failures)
@@ -58,10 +62,12 @@ async def measure_window(
     rss = sut.rss_mb()
     path = workdir / f"w{t0}"
     info = await sut.cmd({"cmd": "dump", "path": str(path)})
-    inbound_us, replies = _load_dump(path)
+    inbound_us, inbound_at_us, replies = _load_dump(path)
     recv = [(c.sid, np.frombuffer(c.client.recv_ns, dtype=np.int64)) for c in lg.calls]
-    outbound, unmatched = outbound_latencies_ms(recv, replies, t0, t1)
+    outbound, outbound_end, unmatched = outbound_frames(recv, replies, t0, t1)
     first_out, _ = outbound_latencies_ms(recv, replies, t0, t1, first_only=True)
+    # Arrival offsets are µs after the SUT's reset, mod 2**32 (the window is far shorter).
+    inbound_end = int(info.get("t0_ns", t0)) + inbound_at_us.astype(np.int64) * 1000
     secs = (t1 - t0) / 1e9
     w = Window(
         calls=len(lg.calls),
@@ -77,25 +83,59 @@ async def measure_window(
         failures=len(lg.failures) - failures_before,
         tick_max_lag_ms=lg.tick.max_lag_ms,
         first_out_ms=first_out,
+        inbound_end_ns=inbound_end,
+        outbound_end_ns=outbound_end,
+        stalls=stalls.between(t0, t1) if stalls is not None else np.zeros((0, 2), dtype=np.int64),
         foreign_cpu=max(0.0, (core1 - core0) - (cpu1 - cpu0)) / secs,
-        extra={"sut_live": info.get("live")},
+        extra={
+            "sut_live": info.get("live"),
+            "sut_gc_pauses": {
+                "count": info.get("gc_count"),
+                "total_ms": info.get("gc_ms"),
+                "max_ms": info.get("gc_max_ms"),
+            },
+            "sut_loop_stalls_over_20ms": info.get("loop_stalls_over_20ms"),
+            "sut_loop_max_lag_ms": info.get("loop_max_lag_ms"),
+        },
     )
     lg.tick.max_lag_ms = max(lag0, lg.tick.max_lag_ms)
-    for p in (Path(str(path) + ".inbound"), Path(str(path) + ".replies.json")):
+    for p in (Path(str(path) + s) for s in (".inbound", ".inbound_at", ".replies.json")):
         p.unlink(missing_ok=True)
     return w
 
 
-def _load_dump(path: Path) -> tuple[np.ndarray, dict[str, list[int]]]:
-    inbound_us = np.fromfile(str(path) + ".inbound", dtype=np.uint32)
-    replies: dict[str, list[int]] = json.loads(Path(str(path) + ".replies.json").read_text())
-    return inbound_us, replies
+@contextlib.contextmanager
+def _stall_watch(cpu: int | None, workdir: Path) -> Iterator[StallLog | None]:
+    """Stall watchers on the SUT's core and the load generator's (bench.stallwatch)."""
+    if cpu is None:
+        yield None
+        return
+    with watching(sorted({cpu} | os.sched_getaffinity(0)), workdir) as log:
+        yield log
 
 
-def _load_dump(path: Path) -> tuple[np.ndarray, dict[str, list[int]]]:
+def _load_dump(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, list[int]]]:
     inbound_us = np.fromfile(str(path) + ".inbound", dtype=np.uint32)
+    inbound_at = np.fromfile(str(path) + ".inbound_at", dtype=np.uint32)
     replies: dict[str, list[int]] = json.loads(Path(str(path) + ".replies.json").read_text())
-    return inbound_us, replies
+    return inbound_us, inbound_at, replies
+
+
+@contextlib.contextmanager
+def _stall_watch(cpu: int | None, workdir: Path) -> Iterator[StallLog | None]:
+    """Stall watchers on the SUT's core and the load generator's (bench.stallwatch)."""
+    if cpu is None:
+        yield None
+        return
+    with watching(sorted({cpu} | os.sched_getaffinity(0)), workdir) as log:
+        yield log
+
+
+def _load_dump(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, list[int]]]:
+    inbound_us = np.fromfile(str(path) + ".inbound", dtype=np.uint32)
+    inbound_at = np.fromfile(str(path) + ".inbound_at", dtype=np.uint32)
+    replies: dict[str, list[int]] = json.loads(Path(str(path) + ".replies.json").read_text())
+    return inbound_us, inbound_at, replies
 
 
 def loopback_baseline_ms(samples: int = 2000) -> float:
@@ -164,12 +204,14 @@ async def find_capacity(
     baseline_ms: float,
     budget_s: float,
     log: Log,
+    confirm: int = 2,
 ) -> CapacityResult:
     """Step up `ladder` until a level fails, then bisect between the last good and first bad level
-    `refine` times. The ladder stops early when the time budget runs out."""
+    `refine` times, then confirm the result in a fresh window (stepping down 5% if that fails, at
+    most `confirm` windows). The ladder stops early when the time budget runs out."""
     t_start = time.monotonic()
     result = CapacityResult(kind, 0)
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, _stall_watch(cpu, Path(tmp)) as stalls:
         async with SutProcess(kind, cpu) as sut, LoadGenerator("127.0.0.1", sut.port, secret=SECRET) as lg:
             good, bad = 0, None
             for level in ladder:
@@ -181,6 +223,7 @@ async def find_capacity(
                     settle_s=settle_s,
                     baseline_ms=baseline_ms,
                     workdir=Path(tmp),
+                    stalls=stalls,
                 )
                 result.windows.append(w)
                 log(_step_line(kind, w))
@@ -214,6 +257,7 @@ async def find_capacity(
                         settle_s=settle_s,
                         baseline_ms=baseline_ms,
                         workdir=Path(tmp),
+                        stalls=stalls,
                     )
                     result.windows.append(w)
                     log(_step_line(kind, w))
@@ -223,6 +267,30 @@ async def find_capacity(
                         hi = mid
                         result.limited_by = _why(w)
                 good = lo
+            # Confirm: a level that passed once near the edge may have been lucky. Measure it
+            # again; if it fails, step down 5% and try once more.
+            for _ in range(confirm):
+                if good <= 0:
+                    break
+                await lg.scale(good)
+                await asyncio.sleep(settle_s)
+                w = await measure_window(
+                    lg,
+                    sut,
+                    good,
+                    window_s=window_s,
+                    settle_s=settle_s,
+                    baseline_ms=baseline_ms,
+                    workdir=Path(tmp),
+                    stalls=stalls,
+                )
+                w.extra["confirmation"] = True
+                result.windows.append(w)
+                log(_step_line(kind, w) + " (confirmation)")
+                if w.ok():
+                    break
+                result.limited_by = _why(w)
+                good = max(1, good * 95 // 100)
             result.capacity = good
     result.seconds = time.monotonic() - t_start
     return result
@@ -254,7 +322,7 @@ async def measure_level(
     call = (RSS at `calls` - idle RSS) / calls. With `profile_path`, one more window at
     `profile_calls` runs under cProfile in the SUT (not measured: the profiler slows it) and its
     top functions are returned."""
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, _stall_watch(cpu, Path(tmp)) as stalls:
         async with SutProcess(kind, cpu) as sut, LoadGenerator("127.0.0.1", sut.port, secret=SECRET) as lg:
             low = await measure_window(
                 lg,
@@ -264,6 +332,7 @@ async def measure_level(
                 settle_s=settle_s,
                 baseline_ms=baseline_ms,
                 workdir=Path(tmp),
+                stalls=stalls,
             )
             log(_step_line(kind, low))
             await lg.close_all()
@@ -279,6 +348,7 @@ async def measure_level(
                     settle_s=settle_s,
                     baseline_ms=baseline_ms,
                     workdir=Path(tmp),
+                    stalls=stalls,
                 )
                 log(_step_line(kind, level))
             top: list[dict[str, Any]] = []
@@ -325,5 +395,7 @@ def _step_line(kind: str, w: Window) -> str:
         f"  {kind:8s} {w.calls:5d} calls: late {d['late_pct']:.3f}% "
         f"(in {w.late_in}, out {w.late_out}, lost {w.lost}), CPU {d['sut_cpu_pct']:.0f}%, "
         f"p99 in {d['lead_to_model_ms']['p99']} ms / out {d['model_to_lead_ms']['p99']} ms, "
-        f"loadgen {d['loadgen_cpu_pct']:.0f}% -> {'ok' if w.ok() else 'FAIL'}"
+        f"stalls {d.get('sut_loop_stalls_over_20ms')} (max {d.get('sut_loop_max_lag_ms')} ms, "
+        f"gc2 max {((d.get('sut_gc_pauses') or {}).get('max_ms') or [0, 0, 0])[2]} ms), "
+        f"other procs {d['foreign_cpu_pct']:.0f}% -> {'ok' if w.ok() else 'FAIL'}"
     )

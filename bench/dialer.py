@@ -304,7 +304,8 @@ def dialer_section(cfg: Any, log: Log) -> dict[str, Any]:
                         f"{ddb_ms_per_lead:.0f} ms of them; during the batch moto {100 * moto_cpu:.0f}% busy, "
                         f"the dialer's process {100 * own_cpu:.0f}%)"
                     )
-                placed = len(httpx.get(f"{sim_url}/_sim/calls", timeout=10).json())
+                doc = httpx.get(f"{sim_url}/_sim/calls", timeout=10).json()
+                placed = len(doc["calls"] if isinstance(doc, dict) else doc)
             finally:
                 http.close()
     finally:

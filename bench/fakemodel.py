@@ -23,6 +23,8 @@ the same instead of pacing at 2x real time).
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import time
 from array import array
@@ -38,32 +40,75 @@ CHUNK_MS = 100  # as AudioOut events of 100 ms (2400 samples at 24 kHz)
 
 
 class Recorder:
-    """What the model saw, across all sessions in one process. Reset between load steps."""
+    """What the model saw, across all sessions in one process. Reset between load steps.
+
+    It also watches the process for what makes frames late without using CPU: garbage collector
+    pauses (gc.callbacks) and event-loop stalls (`watch_loop`: a timer that notes how late it
+    wakes — a stall longer than a frame is a collector pause or the core being given to
+    another process)."""
 
     def __init__(self) -> None:
         self.replies: dict[str, list[int]] = {}  # session -> reply start times (monotonic ns)
         self.sessions_started = 0
         self.sessions_closed = 0
+        self._gc_started = 0.0
+        gc.callbacks.append(self._on_gc)
         self.reset()
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+            return
+        ms = (time.perf_counter() - self._gc_started) * 1000.0
+        gen = int(info.get("generation", 0))
+        self.gc_ms[gen] += ms
+        self.gc_count[gen] += 1
+        if ms > self.gc_max_ms[gen]:
+            self.gc_max_ms[gen] = ms
+
+    async def watch_loop(self, period_s: float = 0.02) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(period_s)
+            lag = (loop.time() - t - period_s) * 1000.0
+            if lag > self.loop_max_lag_ms:
+                self.loop_max_lag_ms = lag
+            if lag > 20.0:
+                self.loop_stalls += 1
 
     def reset(self) -> None:
         """Start a new measurement window (reply times are kept: a window's frames may belong to a
         reply that started before it)."""
+        self.t0_ns = time.monotonic_ns()
         self.inbound_us: array[int] = array("I")  # lead -> model latency of each stamped frame
+        self.inbound_at: array[int] = array("I")  # and when it arrived, µs after t0_ns
         self.inbound_unstamped = 0
+        self.gc_ms = [0.0, 0.0, 0.0]
+        self.gc_count = [0, 0, 0]
+        self.gc_max_ms = [0.0, 0.0, 0.0]
+        self.loop_stalls = 0  # the loop woke more than 20 ms late
+        self.loop_max_lag_ms = 0.0
 
     def dump(self, path: Path) -> dict[str, Any]:
         """Write the raw samples next to `path` (.inbound, .replies.json) and return a summary."""
-        inbound = Path(str(path) + ".inbound")
-        with inbound.open("wb") as f:
+        with Path(str(path) + ".inbound").open("wb") as f:
             self.inbound_us.tofile(f)
+        with Path(str(path) + ".inbound_at").open("wb") as f:
+            self.inbound_at.tofile(f)
         Path(str(path) + ".replies.json").write_text(json.dumps(self.replies))
         return {
+            "t0_ns": self.t0_ns,
             "inbound_frames": len(self.inbound_us),
             "inbound_unstamped": self.inbound_unstamped,
             "replies": sum(len(v) for v in self.replies.values()),
             "sessions_started": self.sessions_started,
             "sessions_closed": self.sessions_closed,
+            "gc_count": self.gc_count,
+            "gc_ms": [round(v, 1) for v in self.gc_ms],
+            "gc_max_ms": [round(v, 1) for v in self.gc_max_ms],
+            "loop_stalls_over_20ms": self.loop_stalls,
+            "loop_max_lag_ms": round(self.loop_max_lag_ms, 1),
         }
 
 
@@ -86,7 +131,10 @@ class BenchModel(FakeEngine):
 
     async def send_audio(self, pcm: bytes) -> None:
         if len(pcm) >= STAMP_BYTES:
-            self._rec.inbound_us.append(stamp_age_us(pcm, now_us()))
+            rec = self._rec
+            now = now_us()
+            rec.inbound_us.append(stamp_age_us(pcm, now))
+            rec.inbound_at.append((now - rec.t0_ns // 1000) & 0xFFFFFFFF)
         else:
             self._rec.inbound_unstamped += 1
         await super().send_audio(pcm)

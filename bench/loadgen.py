@@ -97,11 +97,13 @@ class LoadGenerator:
         seed: int = 7,
         connect_rate: float = 150.0,
         greeting_wait_ms: int = GREETING_WAIT_MS,
+        spread: bool = True,
     ) -> None:
         self.host, self.port, self.path = host, port, path
         self.secret = secret
         self.connect_rate = connect_rate
         self.greeting_wait_ms = greeting_wait_ms
+        self.spread = spread  # start leads at random points of the script (off: all in step, for tests)
         self.calls: list[Call] = []
         self.closed_calls: list[Call] = []
         self.failures: list[str] = []
@@ -138,8 +140,9 @@ class LoadGenerator:
         except Exception as exc:
             self.failures.append(f"{type(exc).__name__}: {exc}")
             return None
-        prefix = (self.greeting_wait_ms + self._rng.randrange(0, 3000)) // FRAME_MS
-        call = Call(n, sid, client, prefix, self._rng.randrange(len(CYCLE)), time.monotonic())
+        jitter = self._rng.randrange(0, 3000) if self.spread else 0
+        offset = self._rng.randrange(len(CYCLE)) if self.spread else 0
+        call = Call(n, sid, client, (self.greeting_wait_ms + jitter) // FRAME_MS, offset, time.monotonic())
         self.calls.append(call)
         self._slots[n % PHASES].append(call)
         return call

@@ -24,6 +24,7 @@ def cores() -> tuple[int, set[int]]:
     return avail[0], set(avail[1:])
 
 
+RT_DEFAULT = True  # the bench's --no-rt turns it off
 LOG_DIR = ROOT / "bench" / "out"  # ignored by git
 
 
@@ -35,9 +36,16 @@ class SutProcess:
     """`async with SutProcess("bridge", cpu=0) as sut: sut.port; await sut.cmd({...})`."""
 
     def __init__(
-        self, kind: str, cpu: int | None, *, ready_timeout_s: float = 120.0, log_path: Path | None = None
+        self,
+        kind: str,
+        cpu: int | None,
+        *,
+        ready_timeout_s: float = 120.0,
+        log_path: Path | None = None,
+        rt: bool | None = None,
     ) -> None:
         self.kind = kind
+        self.rt = RT_DEFAULT if rt is None else rt
         self.log_path = log_path if log_path is not None else default_log_path(kind)
         self.cpu = cpu
         self.ready_timeout_s = ready_timeout_s
@@ -58,6 +66,8 @@ class SutProcess:
         args = [sys.executable, "-m", "bench.sut", self.kind]
         if self.cpu is not None:
             args += ["--cpu", str(self.cpu)]
+        if self.rt:
+            args.append("--rt")
         t0 = time.perf_counter()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:  # the SUT's own warnings and errors, kept out of the table
@@ -151,6 +161,29 @@ def raise_priority(nice: int = -10) -> bool:
         except OSError:
             ok = False
     return ok
+
+
+RT_PRIORITY = 10  # low among real-time priorities: above every normal process, below kernel RT threads
+
+
+def realtime(on: bool = True) -> bool:
+    """Run this process under SCHED_RR (on) or back under the normal scheduler (off).
+
+    A shared machine's other processes would otherwise preempt the system under test or the load
+    generator for tens of milliseconds at a time, and those stalls, not the code under test, would
+    decide which frames are late. Real-time priority gives each of them its core as a dedicated
+    machine would; the kernel's RT throttling still leaves others 5% of it. The flag
+    SCHED_RESET_ON_FORK keeps children (moto, the simulator, spawned webhooks) out of it.
+    Needs root or CAP_SYS_NICE; returns False if refused."""
+    try:
+        if on:
+            reset = getattr(os, "SCHED_RESET_ON_FORK", 0)
+            os.sched_setscheduler(0, os.SCHED_RR | reset, os.sched_param(RT_PRIORITY))
+        else:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 def own_cpu_seconds() -> float:

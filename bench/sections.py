@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from bench.analysis import LATE_MS, Window, pct, spread_pct, summary_ms
 from bench.capacity import LevelResult, find_capacity, loopback_baseline_ms, measure_level
 from bench.fakemodel import CHUNK_MS, REPLY_MS
@@ -31,7 +33,7 @@ WORKLOAD = {
 def _added_ms(low: Window) -> tuple[float | None, dict[str, Any]]:
     """Latency the system adds at light load: lead's frame -> model, plus the model's first audio
     of a reply -> the lead's socket (p95 of each, summed)."""
-    inbound = low.inbound_ms - low.baseline_ms
+    inbound = low.inbound_net_ms - low.baseline_ms
     first = low.first_out_ms - low.baseline_ms
     p_in, p_out = pct(inbound, 95), pct(first, 95)
     value = None if p_in is None or p_out is None else round(p_in + p_out, 3)
@@ -77,6 +79,7 @@ async def capacity_section(cfg: Any, sut_cpu: int | None, log: Log) -> dict[str,
         baseline_ms=baseline,
         budget_s=cfg.capacity_budget_s,
         log=log,
+        confirm=cfg.confirm,
     )
     pipecat = await find_capacity(
         "pipecat",
@@ -88,6 +91,7 @@ async def capacity_section(cfg: Any, sut_cpu: int | None, log: Log) -> dict[str,
         baseline_ms=baseline,
         budget_s=cfg.capacity_budget_s,
         log=log,
+        confirm=cfg.confirm,
     )
     ratio = round(bridge.capacity / pipecat.capacity, 2) if pipecat.capacity else None
     missed = bridge.capacity < GOALS["bridge_calls_per_core"].value or (ratio or 0) < PEER_RATIO_GOAL
@@ -122,8 +126,12 @@ async def capacity_section(cfg: Any, sut_cpu: int | None, log: Log) -> dict[str,
         p99 = pct(w.relay_ms(), 99)
         return (None if p99 is None else round(p99, 3)), {
             "calls": w.calls,
-            "lead_to_model_ms": summary_ms(w.inbound_ms - w.baseline_ms),
-            "model_to_lead_ms": summary_ms(w.outbound_ms - w.baseline_ms),
+            "lead_to_model_ms": summary_ms(w.inbound_net_ms - w.baseline_ms),
+            "model_to_lead_ms": summary_ms(w.outbound_net_ms - w.baseline_ms),
+            "raw_p99_ms_with_machine_stalls": pct(
+                np.concatenate([w.inbound_ms, w.outbound_ms]) - w.baseline_ms, 99
+            ),
+            "late_excused_machine_stalls": w.late_excused,
             "late_pct": round(100 * w.late_fraction, 4),
             "sut_cpu_pct": round(100 * w.cpu, 1),
         }

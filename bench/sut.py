@@ -26,7 +26,7 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from bench.fakemodel import BenchModel, Recorder
-from bench.procs import raise_priority
+from bench.procs import raise_priority, realtime
 
 SECRET = "bench-bridge-secret"  # noqa: S105 - a throwaway signing key for loopback streams
 
@@ -192,6 +192,7 @@ async def serve(kind: str, ctl_out: Any) -> None:
         ctl_out.write(json.dumps(doc) + "\n")
         ctl_out.flush()
 
+    watcher = asyncio.create_task(recorder.watch_loop(), name="bench-loop-watch")
     reply({"ready": True, "port": server.port, "pid": os.getpid(), "kind": kind})
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -231,6 +232,7 @@ async def serve(kind: str, ctl_out: Any) -> None:
             break
         else:
             reply({"error": f"unknown command {name!r}"})
+    watcher.cancel()
     with contextlib.suppress(Exception):
         await asyncio.wait_for(server.stop(), 10.0)
     reply({"ok": True, "bye": True})
@@ -240,10 +242,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.sut")
     parser.add_argument("kind", choices=["bridge", "pipecat", "cascade"])
     parser.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
+    parser.add_argument("--rt", action="store_true", help="real-time scheduling (bench.procs.realtime)")
     args = parser.parse_args(argv)
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
-    raise_priority()
+    if not (args.rt and realtime()):
+        raise_priority()
     # The control channel is the original stdout; everything else that prints goes to stderr.
     ctl_out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
