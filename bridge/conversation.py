@@ -12,6 +12,10 @@ Three named tasks per call (DESIGN §6.9), all owned by `Conversation.run`:
 `run` waits FIRST_COMPLETED on the three, cancels and awaits the rest, records the outcome and
 writes one metrics line. No task outlives the call.
 
+The call's transcript (`CallTranscript`: both sides, in order, bounded) is written to the call
+record when the call is decided, before the hang-up or transfer, and again when it ends. It is
+PII: it goes to the store only, never to a log or a metric (DESIGN §6.12).
+
 Ending a call is never "just close the socket": with the `dial_after_stream` strategy a closed
 socket lets the voice document's `<Dial>` run, i.e. transfers to a rep. Closing is the hot path's
 transfer; every other ending hangs up through the REST API first.
@@ -20,11 +24,14 @@ transfer; every other ending hangs up through the REST API first.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -47,6 +54,7 @@ from bridge.engines.base import (
     SessionContext,
     ToolCall,
     TranscriptIn,
+    TranscriptOut,
     TurnComplete,
     Usage,
 )
@@ -78,7 +86,17 @@ from bridge.tools import (
 from bridge.transfer import briefing, pick_rep, transfer_key, transfer_summary
 from leadqual.campaign import Campaign, FallbackAction, TransferStrategy, VoicemailPolicy
 from leadqual.errors import SautikitError
-from leadqual.models import Answer, CallState, EndReason, Lead, Outcome, Score
+from leadqual.models import (
+    TRANSCRIPT_MAX_ENTRIES,
+    TRANSCRIPT_MAX_TEXT,
+    Answer,
+    CallState,
+    EndReason,
+    Lead,
+    Outcome,
+    Score,
+    TranscriptEntry,
+)
 
 log = logging.getLogger("bridge")
 
@@ -89,6 +107,93 @@ LINE_TIMEOUT_MIN_S = 8.0
 SUPERVISION_POLL_S = 1.0  # how often to re-try a supervision PATCH while the rep's phone rings  # how long a closing line may take to be generated before we act anyway
 
 Synthesiser = Callable[[str, int, str], bytes | None]
+
+_WORD = re.compile(r"[\w']+")
+SAME_LINE_RATIO = 0.6  # an engine's transcript of a line the bridge gave it, allowing for its ASR
+CUT_SHARE = 0.8  # an engine's transcript this much shorter than the line, and its start: cut off
+PENDING_LINES = 4  # the bridge's lines still waiting for the engine's transcript of them
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _similar(a: list[str], b: list[str], ratio: float) -> bool:
+    return SequenceMatcher(None, a, b, autojunk=False).ratio() >= ratio
+
+
+class CallTranscript:
+    """What was said on one call, both sides, in order of `t` (seconds since the stream opened).
+
+    The lead's words come from final `TranscriptIn`s; the agent's from `TranscriptOut`s and from
+    the lines the bridge makes it say. Those lines come back as `TranscriptOut` too (an engine
+    transcribes its own speech): one that matches a line still pending is that line, not a new
+    entry; the line keeps the bridge's exact words unless the engine's covers only its start
+    (cut off by the lead), and moves to when the lead began hearing it. Bounded: the latest
+    `max_entries`, texts cut at `max_text` characters."""
+
+    def __init__(
+        self, max_entries: int = TRANSCRIPT_MAX_ENTRIES, max_text: int = TRANSCRIPT_MAX_TEXT
+    ) -> None:
+        self._max_entries = max_entries
+        self._max_text = max_text
+        self._entries: list[TranscriptEntry] = []
+        self._pending: list[tuple[TranscriptEntry, list[str]]] = []
+        self.version = 0  # bumped on every change: a write with nothing new is skipped
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def entries(self) -> list[TranscriptEntry]:
+        """A copy, safe to hand to another thread."""
+        return [{"t": e["t"], "who": e["who"], "text": e["text"]} for e in self._entries]
+
+    def lead(self, t: float, text: str) -> None:
+        self._add(t, "lead", text)
+
+    def said(self, t: float, line: str) -> None:
+        """A line the bridge asked the engine (or the local voice) to say."""
+        entry = self._add(t, "agent", line)
+        if entry is not None:
+            self._pending.append((entry, _words(entry["text"])))
+            del self._pending[:-PENDING_LINES]
+
+    def agent(self, t: float, text: str) -> None:
+        """The engine's transcript of what the agent said; `t` when the lead began hearing it."""
+        words = _words(text)
+        if not words:
+            return
+        for i, (entry, line) in enumerate(self._pending):
+            cut = 3 <= len(words) <= CUT_SHARE * len(line) and _similar(words, line[: len(words)], 0.8)
+            if not (cut or _similar(words, line, SAME_LINE_RATIO)):
+                continue
+            del self._pending[: i + 1]  # the engine speaks in order: earlier lines will not come back
+            at = next((n for n, e in enumerate(self._entries) if e is entry), None)
+            if at is None:
+                return  # already dropped by the bound
+            del self._entries[at]
+            if cut:
+                entry["text"] = text.strip()[: self._max_text]
+            entry["t"] = max(entry["t"], round(t, 2))
+            self._insert(entry)
+            return
+        self._add(t, "agent", text)
+
+    def _add(self, t: float, who: Literal["agent", "lead"], text: str) -> TranscriptEntry | None:
+        text = text.strip()[: self._max_text]
+        if not text:
+            return None
+        entry: TranscriptEntry = {"t": round(max(t, 0.0), 2), "who": who, "text": text}
+        self._insert(entry)
+        if len(self._entries) > self._max_entries:
+            del self._entries[: len(self._entries) - self._max_entries]
+        return entry
+
+    def _insert(self, entry: TranscriptEntry) -> None:
+        # Transcripts arrive late (an engine sends the agent's at the end of its turn): keep `t` order.
+        at = bisect.bisect_right(self._entries, entry["t"], key=lambda e: e["t"])
+        self._entries.insert(at, entry)
+        self.version += 1
 
 
 @dataclass(frozen=True)
@@ -201,6 +306,11 @@ class Conversation:
         self._lead_spoke = False
         self._nudged = False
 
+        # What was said; the heard start of the agent's latest turn stamps its transcript.
+        self.transcript = CallTranscript()
+        self._saved_transcript = 0  # the transcript version last written to the call record
+        self._turn_heard_at: float | None = None
+
         # Decisions.
         self._decisions: asyncio.Queue[Ending] = asyncio.Queue(maxsize=4)
         self._decided = False
@@ -307,7 +417,9 @@ class Conversation:
             self._engine = engine
             await asyncio.wait_for(engine.start(ctx), self._cfg.engine_start_timeout_s)
             self._send_task = asyncio.create_task(self._send(engine), name=f"bridge-send-{sid}")
-            await engine.say(opening_line(campaign, lead, answers))
+            opening = opening_line(campaign, lead, answers)
+            self._note_said(opening)
+            await engine.say(opening)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -392,8 +504,13 @@ class Conversation:
                     assert isinstance(ev, TranscriptIn)
                     self._last_speech = self._loop.time()
                     self._nudged = False
-                    if ev.final and self._dropping:
-                        self._dropping = False
+                    if ev.final:
+                        self.transcript.lead(self._last_speech - self.opened_at, ev.text)
+                        if self._dropping:
+                            self._dropping = False
+                elif t is TranscriptOut:
+                    assert isinstance(ev, TranscriptOut)
+                    self._on_agent_transcript(ev.text)
                 elif t is Usage:
                     assert isinstance(ev, Usage)
                     self.metrics.usage(
@@ -448,6 +565,7 @@ class Conversation:
     def _begin_agent_turn(self, now: float) -> None:
         self._in_turn = True
         self.clock.begin_turn(now)
+        self._turn_heard_at = self.clock.turn_start
         m = self.metrics
         m.turns += 1
         if m.ttfw_ms is None:
@@ -455,6 +573,17 @@ class Conversation:
         if self._lead_spoke:
             m.model_latency_ms.append((now - self._speech_end) * 1000.0)
             self._lead_spoke = False
+
+    def _on_agent_transcript(self, text: str) -> None:
+        # Engines send the agent's transcript as its turn ends (or is cut): it belongs to the
+        # turn that started last, heard from `_turn_heard_at`.
+        heard = self._turn_heard_at
+        self._turn_heard_at = None
+        at = heard if heard is not None else self._loop.time()
+        self.transcript.agent(at - self.opened_at, text)
+
+    def _note_said(self, line: str) -> None:
+        self.transcript.said(self._loop.time() - self.opened_at, line)
 
     async def _on_interrupted(self, engine: Engine) -> None:
         # killAudio first: every frame sent after this point would be heard over the lead.
@@ -651,6 +780,7 @@ class Conversation:
             self.metrics.nudges += 1
             self._last_speech = now  # the nudge starts a fresh silence window
             try:
+                self._note_said(NUDGE_LINE)
                 await self._engine.say(NUDGE_LINE)
             except Exception as exc:
                 self._engine_failed(f"say: {type(exc).__name__}: {exc}")
@@ -682,6 +812,8 @@ class Conversation:
             self._track(self._notify_rep(ending))
         if ending.line:
             await self._speak(ending.line)
+        # Decided: the transcript is on the call record before the call is handed on or hung up.
+        await self._save_transcript()
         if ending.action == "hangup":
             await self._hangup()
         else:
@@ -690,6 +822,7 @@ class Conversation:
     async def _speak(self, line: str) -> None:
         """Say a line through the engine (or the local voice when the engine is gone) and return
         once the lead has heard it."""
+        self._note_said(line)
         engine = self._engine
         if engine is None or self._engine_dead:
             await self._play_local(line)
@@ -903,13 +1036,22 @@ class Conversation:
         except Exception:
             log.exception("rep briefing failed", extra={"session_id": self.session_id})
 
-    async def _save_call_fields(self, **fields: Any) -> None:
+    async def _save_call_fields(self, **fields: Any) -> bool:
         if self.lead is None:
-            return
+            return False
+        version = self.transcript.version
         try:
             await asyncio.to_thread(self._svc.store.update_call, self.lead.lead_id, self.attempt, **fields)
         except Exception:
             log.exception("updating the call record failed", extra={"session_id": self.session_id})
+            return False
+        if "transcript" in fields:
+            self._saved_transcript = version
+        return True
+
+    async def _save_transcript(self) -> None:
+        if self.transcript.version != self._saved_transcript:
+            await self._save_call_fields(transcript=self.transcript.entries())
 
     async def _hangup_unknown(self) -> None:
         # Not our call to run, but closing would transfer it: hang up first (best effort).
@@ -976,6 +1118,8 @@ class Conversation:
             )
         except Exception:
             log.exception("recording the outcome failed", extra={"session_id": self.session_id})
+        if self.transcript.version != self._saved_transcript:
+            fields["transcript"] = self.transcript.entries()
         await self._save_call_fields(**fields)
 
     def _write_metrics(self) -> None:

@@ -26,7 +26,12 @@ class HasLead(Protocol):
 
 
 class Store(Protocol):
-    """The subset of `leadqual.store.DynamoStore` the bridge calls."""
+    """The subset of `leadqual.store.DynamoStore` the bridge calls.
+
+    `update_call` takes `CallRecord` field names; the bridge writes `state`, `session_id`,
+    `call_id`, `outcome`, `transferred_to`, `time_to_first_word_ms` and `transcript` (a list of
+    `leadqual.models.TranscriptEntry`, the whole transcript each time: the store replaces it and
+    applies the bounds in `leadqual.models`)."""
 
     def get_session(self, session_id: str) -> tuple[str, int] | None: ...
     def get_lead(self, lead_id: str) -> HasLead | None: ...

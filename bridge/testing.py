@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import TypeAdapter
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
@@ -22,8 +23,10 @@ from websockets.typing import Subprotocol
 from bridge.audio import frame_bytes, silence, tone
 from bridge.protocol import SUBPROTOCOL
 from leadqual.errors import SautikitError
-from leadqual.models import Answer, Lead, Outcome, Score
+from leadqual.models import Answer, Lead, Outcome, Score, Transcript, TranscriptEntry
 from leadqual.signing import make_bridge_token
+
+_TRANSCRIPT: TypeAdapter[list[TranscriptEntry]] = TypeAdapter(Transcript)
 
 
 @dataclass
@@ -44,6 +47,7 @@ class MemoryStore:
         self.dnc: dict[str, str] = {}
         self.writes: list[tuple[str, Any]] = []
         self.fail_saves = False
+        self.fail_call_updates = 0  # how many of the next update_call writes raise
 
     def add_call(self, lead: Lead, session_id: str, attempt: int = 1) -> None:
         with self._lock:
@@ -69,9 +73,20 @@ class MemoryStore:
             self.writes.append(("save_answer", (lead_id, answer.question_id, time.monotonic())))
 
     def update_call(self, lead_id: str, attempt: int, **fields: Any) -> None:
+        if "transcript" in fields:
+            # As DynamoStore stores it: validated, bounded, a copy of the caller's list.
+            fields["transcript"] = _TRANSCRIPT.validate_python(fields["transcript"])
         with self._lock:
+            if self.fail_call_updates > 0:
+                self.fail_call_updates -= 1
+                raise RuntimeError("store told to fail")
             self.calls.setdefault((lead_id, attempt), {}).update(fields)
             self.writes.append(("update_call", (lead_id, attempt, dict(fields))))
+
+    def transcript(self, lead_id: str, attempt: int = 1) -> list[TranscriptEntry]:
+        """The call's stored transcript ([] when none was written)."""
+        with self._lock:
+            return list(self.calls.get((lead_id, attempt), {}).get("transcript", []))
 
     def set_outcome(
         self, lead_id: str, outcome: Outcome, *, score: Score | None = None, reason: str | None = None
