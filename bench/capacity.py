@@ -302,6 +302,7 @@ class LevelResult:
     idle_rss_mb: float  # after the light load's calls have ended
     level: Window | None  # the requested load (half capacity)
     profile: list[dict[str, Any]] = field(default_factory=list)
+    profile_groups: dict[str, float] = field(default_factory=dict)
 
 
 async def measure_level(
@@ -352,6 +353,7 @@ async def measure_level(
                 )
                 log(_step_line(kind, level))
             top: list[dict[str, Any]] = []
+            groups: dict[str, float] = {}
             if profile_path is not None and profile_calls:
                 await lg.scale(profile_calls)
                 await asyncio.sleep(settle_s)
@@ -359,8 +361,48 @@ async def measure_level(
                 await asyncio.sleep(window_s)
                 await sut.cmd({"cmd": "profile", "on": False, "path": str(profile_path)})
                 top = top_functions(profile_path)
+                groups = profile_groups(profile_path)
                 log(f"  {kind:8s} {profile_calls:5d} calls: profiled {window_s:.0f} s -> {profile_path}")
-    return LevelResult(low, idle_rss, level, top)
+    return LevelResult(low, idle_rss, level, top, groups)
+
+
+PROFILE_GROUPS = (
+    ("the fake model (bench)", ("bridge/engines/fake.py", "bench/")),
+    ("bridge code", ("bridge/",)),
+    ("websockets library", ("websockets/",)),
+    ("pipecat", ("pipecat/",)),
+    ("fastapi/starlette", ("starlette/", "fastapi/")),
+    ("numpy / soxr", ("numpy/", "soxr/", "method 'max' of 'numpy", "method 'min' of 'numpy", "numpy.")),
+    ("asyncio event loop", ("asyncio/",)),
+    ("socket send/recv", ("_socket.socket",)),
+)
+
+
+def profile_groups(path: Path) -> dict[str, float]:
+    """Self time of a cProfile dump by area (where a core's time goes), in percent. Built-ins
+    (len, max, socket methods…) count for the area of the code that called them, except the
+    socket calls, which are an area of their own."""
+    import pstats
+
+    stats = pstats.Stats(str(path))
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in raw.values()) or 1.0
+
+    def group_of(filename: str, func: str) -> str:
+        where = f"{filename}:{func}"
+        return next((name for name, keys in PROFILE_GROUPS if any(k in where for k in keys)), "other")
+
+    out: dict[str, float] = {}
+    for (filename, _line, func), (_cc, _nc, tt, _ct, callers) in raw.items():
+        group = group_of(filename, func)
+        if filename == "~" and group == "other" and callers:
+            spent = sum(c[2] for c in callers.values()) or 1.0
+            for (cfile, _cline, cfunc), c in callers.items():
+                g = group_of(cfile, cfunc)
+                out[g] = out.get(g, 0.0) + tt * c[2] / spent
+            continue
+        out[group] = out.get(group, 0.0) + tt
+    return {k: round(100.0 * v / total, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
 
 
 def top_functions(path: Path, n: int = 12) -> list[dict[str, Any]]:

@@ -155,8 +155,12 @@ async def capacity_section(cfg: Any, sut_cpu: int | None, log: Log) -> dict[str,
     }
     if b_level.profile:
         cap_detail["profile_at_capacity"] = b_level.profile
-        top = ", ".join(f"{r['function']} {r['self_pct']}%" for r in b_level.profile[:4])
-        cap_detail["profile_note"] = f"cProfile at {bridge.capacity} calls, most self time: {top}"
+        cap_detail["profile_by_area_pct"] = b_level.profile_groups
+        areas = ", ".join(f"{k} {v}%" for k, v in list(b_level.profile_groups.items())[:5])
+        cap_detail["profile_note"] = (
+            f"at {bridge.capacity} calls the core's time goes to {areas} (cProfile); the event loop runs "
+            f"~{bridge.windows[-1].cpu * 100:.0f}% busy there and one-loop bursts past 20 ms make frames late"
+        )
     # Run-to-run spread inside one run: the level just below capacity, measured twice (ladder and
     # half-capacity windows are different loads, so compare the CPU per call instead).
     cpu_per_call = [w.cpu / w.calls for w in [*bridge.windows, b_level.level] if w and w.calls >= 20]
