@@ -152,6 +152,8 @@ class StackOptions:
     from_number: str = FROM_NUMBER
     ready_timeout_s: float = 180.0  # the bridge loads its speech models before it reports ready
     environ: Mapping[str, str] | None = None  # where engine keys are read from (default os.environ)
+    # False reproduces SAUTIKIT.md §7.3 in the simulator: no verb after <Stream connect="true"> runs.
+    verbs_after_stream: bool = True
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -556,6 +558,8 @@ class LocalStack:
             "--data-dir",
             str(self.sim_data_dir),
         ]
+        if not self.options.verbs_after_stream:
+            argv.append("--no-verbs-after-stream")
         component = Component("sautikit simulator", argv, base_env, self.logs_dir / "sautikit.log")
         self.components.append(component)
         return component.start()
