@@ -318,6 +318,12 @@ def moto_server(port: int = 0) -> Any:
     server.start()
     try:
         host, bound_port = server.get_host_and_port()
-        yield f"http://{host}:{bound_port}"
+        url = f"http://{host}:{bound_port}"
+        # moto keeps its AWS state per process, not per server: start every server from empty, so a
+        # second stack in the same process never sees the first one's tables, queues or leads.
+        import httpx
+
+        httpx.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()
+        yield url
     finally:
         server.stop()

@@ -111,3 +111,10 @@ def test_poller_deletes_successes_and_redelivers_reported_failures_into_the_dlq(
     assert handled.count("ok-2") == 1
     assert handled.count("bad") == 2  # maxReceiveCount deliveries, then the DLQ
     assert poller.failures_reported == 2
+
+
+def test_each_moto_server_starts_from_an_empty_aws() -> None:
+    with moto_server() as first:
+        _sqs(first).create_queue(QueueName="left-behind")
+    with moto_server() as second:
+        assert _sqs(second).list_queues().get("QueueUrls", []) == []
