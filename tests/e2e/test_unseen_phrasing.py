@@ -46,9 +46,7 @@ def unseen_demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     directory.write_text(yaml.safe_dump({"numbers": PEOPLE, "reps": sample["reps"]}))
     leads = base / "leads.csv"
     leads.write_text(LEADS)
-    return run_demo(
-        base / "out", "--leads", str(leads), "--directory", str(directory), "--dnc", "", "--no-transcribe"
-    )
+    return run_demo(base / "out", "--leads", str(leads), "--directory", str(directory), "--dnc", "")
 
 
 def test_unseen_phrasings_are_understood_and_the_leads_scored_hot(unseen_demo: DemoRun) -> None:
