@@ -21,6 +21,7 @@ from leadqual.sautikit import (
     SautikitClient,
     WalletBalance,
     parse_retry_after,
+    supervision_status,
 )
 
 BASE = "https://api.sautikit.test"
@@ -380,6 +381,81 @@ def test_update_and_stop_supervision() -> None:
         ("DELETE", "/v1/calls/HD_0123456789ab/supervision"),
     ]
     assert script.bodies()[:2] == [{"mode": "listen"}] * 2
+
+
+def test_get_supervision_reads_the_status_in_any_spelling() -> None:
+    sup = {"id": "sup_1", "mode": "whisper", "supervisor": {"type": "phone", "number": "+254733000003"}}
+    client, script, _ = make_client(
+        [
+            httpx.Response(200, json={"supervision": {**sup, "status": "ringing"}}),
+            httpx.Response(503),  # a GET is safe to repeat
+            httpx.Response(200, json={"supervision": {**sup, "status": "In-Progress"}}),
+            httpx.Response(200, json={**sup, "state": "completed"}),  # unwrapped, `state` instead
+            httpx.Response(200, json={"supervision": {**sup, "answered_at": "2025-06-01T10:00:00Z"}}),
+            httpx.Response(200, json={"supervision": {**sup, "status": "sleeping"}}),
+        ]
+    )
+    ringing = client.get_supervision("HD_0123456789ab")
+    assert ringing is not None
+    assert (ringing["status"], ringing["mode"], ringing["id"]) == ("ringing", "whisper", "sup_1")
+    assert "status_raw" not in ringing
+    active = client.get_supervision("HD_0123456789ab")
+    assert active is not None
+    assert (active["status"], active["status_raw"]) == ("active", "In-Progress")
+    ended = client.get_supervision("HD_0123456789ab")
+    assert ended is not None
+    assert ended["status"] == "ended"
+    inferred = client.get_supervision("HD_0123456789ab")
+    assert inferred is not None
+    assert inferred["status"] == "active"  # no status, but answered and not ended
+    unknown = client.get_supervision("HD_0123456789ab")
+    assert unknown is not None
+    assert (unknown["status"], unknown["status_raw"]) == (None, "sleeping")
+    assert [(r.method, r.url.path) for r in script.requests] == [
+        ("GET", "/v1/calls/HD_0123456789ab/supervision")
+    ] * 6
+
+
+def test_get_supervision_is_none_without_a_supervisor_and_raises_on_other_errors() -> None:
+    client, script, _ = make_client(
+        [
+            httpx.Response(404, json={"code": "supervision.not_found", "reason": "no supervisor"}),
+            httpx.Response(403, json={"error": {"code": "api_key.scope_denied", "message": "no"}}),
+            httpx.Response(200, json={"supervision": ["not", "an", "object"]}),
+        ]
+    )
+    assert client.get_supervision("HD_0123456789ab") is None
+    with pytest.raises(SautikitError) as denied:
+        client.get_supervision("HD_0123456789ab")
+    assert (denied.value.status, denied.value.code) == (403, "api_key.scope_denied")
+    with pytest.raises(SautikitError) as garbled:
+        client.get_supervision("HD_0123456789ab")
+    assert garbled.value.code == "response.invalid"
+    assert len(script.requests) == 3  # a 404 and a 403 are answers, not retried
+
+
+@pytest.mark.parametrize(
+    ("raw", "canonical"),
+    [
+        ("ringing", "ringing"),
+        ("connecting", "ringing"),
+        ("answered", "active"),
+        ("in progress", "active"),
+        ("Active", "active"),
+        ("hung-up", "ended"),
+        ("no-answer", "no_answer"),
+        ("NO_ANSWER", "no_answer"),
+        ("Busy", "busy"),
+        ("cancelled", "canceled"),
+        ("failed", "failed"),
+        ("", None),
+        (None, None),
+        (3, None),
+        ("whatever", None),
+    ],
+)
+def test_supervision_status_spellings(raw: Any, canonical: str | None) -> None:
+    assert supervision_status(raw) == canonical
 
 
 def test_set_number_routing_patch_style() -> None:

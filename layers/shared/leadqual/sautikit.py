@@ -98,6 +98,76 @@ def call_state_of(status: str | None) -> CallState | None:
     return _STATUS_TO_STATE.get(status.strip().lower().replace("-", "_").replace(" ", "_"))
 
 
+# A supervisor's status, however the platform spells it (the simulator says ringing|active|ended;
+# the SDK's examples and other switches use answered, in-progress, connecting, completed, ...).
+SupervisionStatus = Literal["ringing", "active", "ended", "failed", "no_answer", "busy", "canceled"]
+_SUPERVISION_STATUS: dict[str, SupervisionStatus] = {
+    **dict.fromkeys(
+        (
+            "ringing",
+            "queued",
+            "initiated",
+            "initiating",
+            "dialing",
+            "dialling",
+            "calling",
+            "connecting",
+            "pending",
+            "requested",
+            "created",
+            "starting",
+        ),
+        "ringing",
+    ),
+    **dict.fromkeys(
+        (
+            "active",
+            "answered",
+            "in_progress",
+            "inprogress",
+            "connected",
+            "joined",
+            "live",
+            "started",
+            "bridged",
+        ),
+        "active",
+    ),
+    **dict.fromkeys(
+        (
+            "ended",
+            "completed",
+            "complete",
+            "stopped",
+            "hung_up",
+            "hungup",
+            "hangup",
+            "finished",
+            "left",
+            "removed",
+            "deleted",
+            "disconnected",
+        ),
+        "ended",
+    ),
+    **dict.fromkeys(("failed", "failure", "error", "errored", "rejected", "unreachable"), "failed"),
+    **dict.fromkeys(
+        ("no_answer", "noanswer", "not_answered", "unanswered", "timeout", "timed_out"), "no_answer"
+    ),
+    "busy": "busy",
+    **dict.fromkeys(("canceled", "cancelled", "aborted"), "canceled"),
+}
+
+
+def supervision_status(status: Any) -> SupervisionStatus | None:
+    """Map a supervisor status (`in-progress`, `Answered`, `no answer`, …) to one canonical word:
+    ringing | active | ended | failed | no_answer | busy | canceled. None when unknown."""
+    if not isinstance(status, str) or not status.strip():
+        return None
+    key = status.strip().lower().replace("-", "_").replace(" ", "_")
+    return _SUPERVISION_STATUS.get(key)
+
+
 class CallDetails(BaseModel):
     """The `call` object of `GET /v1/calls/{id}`; every field optional, unknown fields kept."""
 
@@ -392,11 +462,47 @@ class SautikitClient:
         return self._json(response, retryable=bool(idempotency_key))
 
     def update_supervision(self, call_or_session_id: str, *, mode: str) -> dict[str, Any]:
-        """`PATCH /v1/calls/{id}/supervision {mode}`: switch listen/whisper/barge (409 while ringing)."""
+        """`PATCH /v1/calls/{id}/supervision {mode}`: switch listen/whisper/barge. Whether the rep
+        has picked up is `get_supervision`'s `status`, not this call's answer."""
         response = self.request(
             "PATCH", f"/v1/calls/{_seg(call_or_session_id)}/supervision", json={"mode": mode}, idempotent=True
         )
         return self._json(response, retryable=True) if response.content else {}
+
+    def get_supervision(self, call_or_session_id: str) -> dict[str, Any] | None:
+        """`GET /v1/calls/{id}/supervision`: the call's supervisor, or None when it has none (404).
+
+        The platform sends no event when a supervisor picks up, so this is how to learn it. The
+        object comes back as sent (unwrapped from `{"supervision": {...}}`) with `status` made
+        canonical by `supervision_status` (ringing | active | ended | failed | no_answer | busy |
+        canceled) and the platform's own spelling kept in `status_raw` when it differed. With no
+        usable status, `ended_at` means ended and `answered_at` means active; otherwise `status`
+        is None (unknown: ask again).
+        """
+        try:
+            response = self.request("GET", f"/v1/calls/{_seg(call_or_session_id)}/supervision")
+        except SautikitError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        data = self._json(response, retryable=True)
+        found = data.get("supervision", data)
+        if not isinstance(found, dict):
+            raise SautikitError(
+                response.status_code, "response.invalid", "supervision is not an object", False
+            )
+        sup = dict(found)
+        raw = next((sup[k] for k in ("status", "state") if sup.get(k) is not None), None)
+        status: str | None = supervision_status(raw)
+        if status is None:
+            if sup.get("ended_at"):
+                status = "ended"
+            elif sup.get("answered_at"):
+                status = "active"
+        if raw is not None and raw != status:
+            sup["status_raw"] = raw
+        sup["status"] = status
+        return sup
 
     def stop_supervision(self, call_or_session_id: str) -> None:
         """`DELETE /v1/calls/{id}/supervision`; idempotent on the platform."""
