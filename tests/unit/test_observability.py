@@ -163,6 +163,7 @@ def test_metric_names_are_the_contract() -> None:
         "LeadsHot",
         "LeadsCold",
         "Transfers",
+        "TransfersUnconfirmed",
         "BilledSeconds",
         "CostKES",
         "TimeToFirstWordMs",

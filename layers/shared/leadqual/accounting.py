@@ -19,8 +19,26 @@ pacing slot; then decide the lead's next step from the campaign:
 - completed → the outcome the bridge wrote on the call record (hot_transferred, cold_closed,
   voicemail, opted_out; callback_requested schedules a retry per policy); none at all means the
   call ended before qualification (a hang-up mid-call) → `cold_closed` with that reason.
+
+A `dial_after_stream` transfer counts only when the carrier confirms the rep leg connected. The
+bridge records `hot_transferred` when it closes the socket, but whether the `<Dial>` then runs is
+the platform's business (SAUTIKIT.md §4, §7.3: on some, nothing runs after `<Stream
+connect="true">` and the lead sits in silence). So when the bridge's outcome is `hot_transferred`
+and the campaign's strategy is `dial_after_stream`, the carrier's `DialCompleted` (recorded on the
+call record as `transfer_status`/`transfer_seconds` by the voice webhook, or by this function when
+the switch forwards it to the events URL) is awaited for a bounded grace (`transfer_grace_s`):
+- an answered/completed dial status whose leg was not reported 0 s long (webhooks.dial_connected)
+  → `hot_transferred` stands;
+- any other status, or no DialCompleted within the grace → the lead becomes `callback_requested`
+  (score kept; reason `transfer not confirmed: the rep leg never connected (…)`, naming the dial
+  status, or saying no DialCompleted came and to use `supervise_barge` on such a platform), the
+  call record's outcome too (its `transferred_to` keeps the rep that was attempted), a callback is
+  scheduled per `retries.callback_requested`, and `TransfersUnconfirmed` is counted (the bridge
+  counted `Transfers` at the hand-off).
+`supervise_barge` transfers are not checked here.
+
 Metrics: BilledSeconds, CostKES, WalletBalanceMinor (after a completed call), LeadsCold for the
-fallback outcome (the bridge counts the outcomes it decides), RetriesScheduled.
+fallback outcome (the bridge counts the outcomes it decides), RetriesScheduled, TransfersUnconfirmed.
 """
 
 from __future__ import annotations
@@ -32,15 +50,20 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from leadqual.campaign import Campaign, RetryRule
+from leadqual.campaign import Campaign, RetryRule, TransferStrategy
 from leadqual.errors import LeadqualError, SautikitError
 from leadqual.models import CallRecord, CallState, LeadStatus, Outcome, client_request_id
-from leadqual.observability import MetricsSink, logger
+from leadqual.observability import Metric, MetricsSink, logger
 from leadqual.queue import LeadMessage
 from leadqual.sautikit import CallDetails, WalletBalance
-from leadqual.webhooks import CallEvent, EventKind
+from leadqual.webhooks import CallEvent, EventKind, dial_connected, dial_result
 
 ENDED_BEFORE_QUALIFICATION = "ended before qualification"
+TRANSFER_NOT_CONFIRMED = "transfer not confirmed: the rep leg never connected"
+NO_DIAL_COMPLETED = (
+    "no DialCompleted from the carrier: verbs after <Stream> did not run; "
+    "use transfer.strategy supervise_barge on this platform"
+)
 _RETRY_RULES = {
     CallState.NO_ANSWER: "no_answer",
     CallState.BUSY: "busy",
@@ -95,6 +118,8 @@ class AccountingConfig:
     cdr_delay_s: float = 0.25
     cdr_max_delay_s: float = 1.0
     outcome_grace_s: float = 2.0  # the bridge writes its outcome as its socket closes; give it a moment
+    # DialCompleted races the end-of-call event; bounded so the handler stays inside Sautikit's 10 s.
+    transfer_grace_s: float = 3.0
 
 
 def _utcnow() -> datetime:
@@ -189,6 +214,13 @@ class Accountant:
                 "stream error reported",
                 extra={"lead_id": record.lead_id, "attempt": record.attempt, "reason": event.failure_reason},
             )
+        elif event.kind is EventKind.DIAL_COMPLETED:
+            # The switch body forwarded to the events URL: the same result the voice webhook records.
+            dial = dial_result(event.data)
+            status = dial.status or "unknown"
+            if dial.connected or not dial_connected(record.transfer_status, record.transfer_seconds):
+                fields["transfer_status"] = status
+                fields["transfer_seconds"] = dial.duration_s
         if fields:
             self.store.update_call(record.lead_id, record.attempt, **fields)  # never regresses a final state
 
@@ -265,6 +297,13 @@ class Accountant:
                 self.metrics.add("LeadsCold")
                 logger.info("call ended before qualification", extra=log)
                 return
+            if (
+                outcome is Outcome.HOT_TRANSFERRED
+                and campaign.transfer.strategy is TransferStrategy.DIAL_AFTER_STREAM
+                and (why := self._unconfirmed_transfer(lead_id, attempt)) is not None
+            ):
+                self._transfer_not_confirmed(profile, campaign, attempt, why, now, log)
+                return
             if outcome is Outcome.CALLBACK_REQUESTED:
                 rule = campaign.retries.callback_requested
                 if self._retry(profile, campaign, attempt, rule, "the lead asked to be called back", now):
@@ -281,6 +320,25 @@ class Accountant:
         self.store.set_outcome(lead_id, final, reason=reason)
         self.store.set_status(lead_id, LeadStatus.DONE, reason=reason)
         logger.info("lead done without a conversation", extra={**log, "outcome": final.value})
+
+    def _transfer_not_confirmed(
+        self,
+        profile: Any,
+        campaign: Campaign,
+        attempt: int,
+        reason: str,
+        now: datetime,
+        log: dict[str, Any],
+    ) -> None:
+        """The bridge handed over but the rep leg never connected: a callback, not a transfer."""
+        lead_id = profile.lead.lead_id
+        self.metrics.add(Metric.TRANSFERS_UNCONFIRMED.value)
+        self.store.set_outcome(lead_id, Outcome.CALLBACK_REQUESTED, reason=reason)  # the score stays
+        logger.warning("transfer not confirmed: calling the lead back", extra={**log, "reason": reason})
+        if not self._retry(profile, campaign, attempt, campaign.retries.callback_requested, reason, now):
+            self.store.set_status(lead_id, LeadStatus.DONE, reason=reason)
+        # Last: until this is written, a redelivered event decides again from the bridge's word.
+        self.store.update_call(lead_id, attempt, outcome=Outcome.CALLBACK_REQUESTED)
 
     def _retry(
         self,
@@ -343,6 +401,20 @@ class Accountant:
                 return record.outcome
             if self.monotonic() >= deadline:
                 return None
+            self.sleep(0.2)
+
+    def _unconfirmed_transfer(self, lead_id: str, attempt: int) -> str | None:
+        """None when the carrier confirms the rep leg of the `<Dial>` connected; else why not. Waits
+        up to `transfer_grace_s` for the DialCompleted to be recorded."""
+        deadline = self.monotonic() + self.config.transfer_grace_s
+        while True:
+            record = self.store.get_call(lead_id, attempt)
+            if record is not None and record.transfer_status is not None:
+                if dial_connected(record.transfer_status, record.transfer_seconds):
+                    return None
+                return f"{TRANSFER_NOT_CONFIRMED} (dialStatus={record.transfer_status})"
+            if self.monotonic() >= deadline:
+                return f"{TRANSFER_NOT_CONFIRMED} ({NO_DIAL_COMPLETED})"
             self.sleep(0.2)
 
     def _report_wallet(self) -> None:

@@ -18,6 +18,10 @@
   `<Stream>` would re-fork the call (§7 gotcha 2).
 - Lifecycle re-invocations (StreamStarted, Completed, …) get `<Response/>` and their state is
   recorded on the call record (a final state is never overwritten by a late non-final one).
+- `DialCompleted` (the end of the `<Dial>` to the rep) gets `<Response/>` too, and its result is
+  recorded on the call record: `transfer_status` (dialStatus as sent) and `transfer_seconds`. It is
+  what confirms a `dial_after_stream` transfer (leadqual.accounting); a redelivered or later
+  report never replaces a connected result with an unconnected one.
 """
 
 from __future__ import annotations
@@ -30,11 +34,11 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from leadqual.campaign import Campaign, TransferStrategy
 from leadqual.errors import LeadqualError
-from leadqual.models import CallRecord, CallState, LeadStatus, client_request_id
+from leadqual.models import CallRecord, CallState, LeadStatus, Outcome, client_request_id
 from leadqual.observability import MetricsSink, logger
 from leadqual.signing import make_bridge_token
 from leadqual.voice import Dial, Hangup, Response, Say, Stream, Verb
-from leadqual.webhooks import FIRST_SETUP, VoiceCallback, classify
+from leadqual.webhooks import FIRST_SETUP, VoiceCallback, classify, dial_connected
 
 # States after which the stream has been set up: any callback then gets an empty document.
 _PAST_SETUP = frozenset(
@@ -236,13 +240,37 @@ class VoiceAnswerer:
         return self.config.own_numbers[0] if self.config.own_numbers else None
 
     def _record_lifecycle(self, cb: VoiceCallback, record: CallRecord) -> None:
+        fields: dict[str, Any] = {}
+        if cb.is_dial_completed:
+            fields.update(self._dial_fields(cb, record))
         state = cb.state
-        if state is None or state in (CallState.RINGING, CallState.ANSWERED):
-            return  # nothing new: the record already knows the call was answered
-        fields: dict[str, Any] = {"state": state}
-        if state.is_final and cb.duration_s is not None and record.duration_seconds is None:
-            fields["duration_seconds"] = cb.duration_s
-        self.store.update_call(record.lead_id, record.attempt, **fields)
+        # RINGING / ANSWERED say nothing new: the record already knows the call was answered.
+        if state is not None and state not in (CallState.RINGING, CallState.ANSWERED):
+            fields["state"] = state
+            if state.is_final and cb.duration_s is not None and record.duration_seconds is None:
+                fields["duration_seconds"] = cb.duration_s
+        if fields:
+            self.store.update_call(record.lead_id, record.attempt, **fields)
+
+    def _dial_fields(self, cb: VoiceCallback, record: CallRecord) -> dict[str, Any]:
+        """The rep leg's result from a DialCompleted, unless it would overwrite a connected one."""
+        status = cb.dial_status or "unknown"
+        connected = dial_connected(status, cb.dial_duration_s)
+        log = {
+            "lead_id": record.lead_id,
+            "attempt": record.attempt,
+            "dial_status": status,
+            "dial_seconds": cb.dial_duration_s,
+            "dial_destination": cb.dial_destination,  # masked by the logger
+        }
+        if not connected and dial_connected(record.transfer_status, record.transfer_seconds):
+            logger.info("dial result ignored: the rep leg was already reported connected", extra=log)
+            return {}
+        logger.info("dial result recorded", extra={**log, "connected": connected})
+        if connected and record.transferred_to and record.outcome not in (None, Outcome.HOT_TRANSFERRED):
+            # The events function gives the carrier a bounded grace; this report came after it.
+            logger.warning("rep leg confirmed after the lead was accounted without the transfer", extra=log)
+        return {"transfer_status": status, "transfer_seconds": cb.dial_duration_s}
 
     def _hangup(self, reason: str, cb: VoiceCallback) -> VoiceReply:
         logger.warning(

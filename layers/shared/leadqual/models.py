@@ -178,7 +178,11 @@ class CallRecord(BaseModel):
     cost_minor: int | None = None
     cost_currency: str | None = None
     outcome: Outcome | None = None
-    transferred_to: str | None = None
+    transferred_to: str | None = None  # the rep the bridge handed over to (attempted, not confirmed)
+    # The carrier's word on the rep leg of a `<Dial>` transfer (DialCompleted's dialStatus as sent,
+    # and that leg's seconds); None while it has not reported. See leadqual.accounting.
+    transfer_status: str | None = None
+    transfer_seconds: int | None = None
     time_to_first_word_ms: float | None = None
     # What was said, in order (PII: kept only here, never logged). Written by the bridge.
     transcript: Transcript = Field(default_factory=list)

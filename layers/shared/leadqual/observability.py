@@ -33,7 +33,8 @@ class Metric(StrEnum):
     LEADS_HOT = "LeadsHot"
     LEADS_COLD = "LeadsCold"
     LEADS_DEFERRED = "LeadsDeferred"
-    TRANSFERS = "Transfers"
+    TRANSFERS = "Transfers"  # hand-offs the bridge made
+    TRANSFERS_UNCONFIRMED = "TransfersUnconfirmed"  # of those, <Dial>s the carrier never confirmed
     BILLED_SECONDS = "BilledSeconds"
     COST_KES = "CostKES"
     TIME_TO_FIRST_WORD_MS = "TimeToFirstWordMs"

@@ -19,6 +19,11 @@ A second `<Stream>` on a live call re-forks it and errors, so the voice handler 
 the first-setup reply once per session (a conditional write on the call record), not rely on
 this classification alone.
 
+The result of a `<Dial>` (`DialCompleted`, on the voice webhook and forwarded to the events URL):
+`dial_result(fields)` reads `dialStatus`, `dialDestinationNumber`, `dialDurationInSeconds` in any
+spelling; `dial_connected(status, seconds)` is the one rule for "the rep's leg connected": an
+answered/completed status and no reported duration of 0.
+
 Event ids (`CallEvent.event_id`): the `X-Sautikit-Event-Id` header, else the body's `event_id`,
 else `sha256:<hex>` of the raw body. Redeliveries resend the same bytes (the signature travels in
 a header), so the hash is stable across retries; two distinct events with byte-identical bodies
@@ -257,6 +262,10 @@ class VoiceCallback(BaseModel):
     is_active: bool | None = None
     duration_s: int | None = None
     client_request_id: str | None = None
+    # The `<Dial>` result a DialCompleted re-invocation carries (SAUTIKIT.md §2).
+    dial_status: str | None = None
+    dial_destination: str | None = None
+    dial_duration_s: int | None = None
     fields: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -265,12 +274,54 @@ class VoiceCallback(BaseModel):
         return parse_client_request_id(self.client_request_id) if self.client_request_id else None
 
     @property
+    def is_dial_completed(self) -> bool:
+        """This callback reports the end of a `<Dial>`: by its state, or by carrying a dial status."""
+        return _state_key(self.call_session_state) == "dialcompleted" or self.dial_status is not None
+
+    @property
     def state(self) -> CallState | None:
         """The call state this callback reports, if it reports one we track."""
         return _STATE_TO_CALL_STATE.get(_state_key(self.call_session_state))
 
     def parties(self, own_numbers: Iterable[str]) -> Parties:
         return resolve_parties(self, own_numbers)
+
+
+class DialResult(BaseModel):
+    """What the carrier says a `<Dial>` came to: its status word as sent, the number, the leg's seconds."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: str | None = None
+    destination: str | None = None
+    duration_s: int | None = None
+
+    @property
+    def connected(self) -> bool:
+        return dial_connected(self.status, self.duration_s)
+
+
+# Dial status words that mean the dialled party picked up (normalised: case, `-`, `_` dropped).
+_DIAL_CONNECTED = {"answered", "completed", "connected", "bridged"}
+
+
+def dial_result(data: Mapping[str, Any]) -> DialResult:
+    """The dial fields of a DialCompleted body (voice callback or forwarded switch event), any spelling."""
+    return DialResult(
+        status=_str(_pick(data, "dialStatus", "dialCallStatus", "dialResult")),
+        destination=_str(_pick(data, "dialDestinationNumber", "dialDestination", "dialNumber", "dialTo")),
+        duration_s=_int(
+            _pick(data, "dialDurationInSeconds", "dialDuration", "dialCallDuration", "dialDurationSeconds")
+        ),
+    )
+
+
+def dial_connected(status: str | None, seconds: int | None) -> bool:
+    """Whether a `<Dial>` connected the dialled party: an answered/completed status, and not a leg
+    the carrier reports as 0 s long (a connected leg bills at least its first second)."""
+    if _norm_key(status or "") not in _DIAL_CONNECTED:
+        return False
+    return seconds is None or seconds > 0
 
 
 def resolve_parties(cb: VoiceCallback, own_numbers: Iterable[str]) -> Parties:
@@ -310,6 +361,7 @@ def parse_callback(
     label = _str(_pick(data, "clientRequestId", "client_request_id"))
     if label is None and query:
         label = _str(_pick(query, "clientRequestId", "client_request_id"))
+    dial = dial_result(data)
     return VoiceCallback(
         session_id=session_id,
         caller_number=_str(_pick(data, "callerNumber", "caller_number", "from", "callerId")),
@@ -321,6 +373,9 @@ def parse_callback(
             _pick(data, "durationInSeconds", "duration_in_seconds", "duration_seconds", "duration")
         ),
         client_request_id=label,
+        dial_status=dial.status,
+        dial_destination=dial.destination,
+        dial_duration_s=dial.duration_s,
         fields=data,
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,16 @@ import pytest
 from pipeline_fakes import FROM, Aws, Clock, FakeCarrier, FakeContext, RecordingSink, server_error
 
 from functions.events import app as events_app
-from leadqual.accounting import ENDED_BEFORE_QUALIFICATION, Accountant, AccountingConfig, EventResult
+from leadqual.accounting import (
+    ENDED_BEFORE_QUALIFICATION,
+    NO_DIAL_COMPLETED,
+    TRANSFER_NOT_CONFIRMED,
+    Accountant,
+    AccountingConfig,
+    EventResult,
+)
 from leadqual.dialing import CampaignCatalog
-from leadqual.models import CallRecord, CallState, Lead, LeadStatus, Outcome
+from leadqual.models import CallRecord, CallState, Lead, LeadStatus, Outcome, Score, Verdict
 from leadqual.queue import LeadQueue, parse_message
 from leadqual.sautikit import CallDetails
 from leadqual.signing import sign_webhook
@@ -29,11 +37,22 @@ SESSION = "HD_3f9a1c2b7d4e"
 
 
 class Sleeps:
+    """The accountant's sleep: records each wait and advances its own monotonic clock by it, so a
+    grace period passes at once; `during` runs on each sleep (something arriving meanwhile)."""
+
     def __init__(self) -> None:
         self.calls: list[float] = []
+        self.now = 1000.0
+        self.during: Callable[[int], None] | None = None
 
     def __call__(self, seconds: float) -> None:
         self.calls.append(seconds)
+        self.now += seconds
+        if self.during is not None:
+            self.during(len(self.calls))
+
+    def monotonic(self) -> float:
+        return self.now
 
 
 @pytest.fixture
@@ -60,6 +79,7 @@ def accountant(
         config=AccountingConfig(outcome_grace_s=0),
         clock=clock,
         sleep=sleeps,
+        monotonic=sleeps.monotonic,
     )
 
 
@@ -168,6 +188,7 @@ def test_the_bridges_outcome_is_kept(
     in_call(store)
     store.set_outcome("lead-0001", Outcome.HOT_TRANSFERRED, reason="qualified")
     store.update_call("lead-0001", 1, outcome=Outcome.HOT_TRANSFERRED, transferred_to="+254711999000")
+    store.update_call("lead-0001", 1, transfer_status="answered", transfer_seconds=40)  # DialCompleted
     carrier.details[CALL_ID] = [cdr("completed", 120, 600)]
 
     assert accountant.handle(envelope("call.completed", "completed")) is EventResult.FINALIZED
@@ -315,6 +336,233 @@ def test_a_carrier_outage_fails_the_event_so_its_redelivery_is_handled(
 
     carrier.details[CALL_ID] = [cdr("completed", 96, 480)]
     assert accountant.handle(event) is EventResult.FINALIZED  # the same event id, redelivered
+
+
+# -- dial_after_stream: a transfer counts once the carrier confirms the rep leg ------------------
+
+REP = "+254711999000"
+HOT = Score(verdict=Verdict.HOT, points=100, max_points=100, reasons=["makes buying decisions"])
+
+
+def handed_over(store: DynamoStore, *, attempt: int = 1, **call: Any) -> None:
+    """What the bridge leaves after a hot hand-off by closing the stream: outcome and rep on the
+    lead and the call record (plus `call`, e.g. a recorded DialCompleted)."""
+    in_call(store, attempt=attempt)
+    store.set_outcome("lead-0001", Outcome.HOT_TRANSFERRED, score=HOT, reason="qualified")
+    store.update_call("lead-0001", attempt, outcome=Outcome.HOT_TRANSFERRED, transferred_to=REP, **call)
+
+
+def test_a_dial_transfer_without_dialcompleted_becomes_a_callback_after_a_bounded_grace(
+    accountant: Accountant,
+    store: DynamoStore,
+    carrier: FakeCarrier,
+    sink: RecordingSink,
+    sleeps: Sleeps,
+    aws: Aws,
+    clock: Clock,
+) -> None:
+    handed_over(store)  # verbs after <Stream> never ran: no <Dial>, so no DialCompleted ever comes
+    carrier.details[CALL_ID] = [cdr("completed", 31, 155)]
+
+    assert accountant.handle(envelope("call.completed", "completed")) is EventResult.FINALIZED
+
+    reason = f"{TRANSFER_NOT_CONFIRMED} ({NO_DIAL_COMPLETED})"
+    assert "supervise_barge" in reason
+    waited = sum(sleeps.calls)
+    assert AccountingConfig().transfer_grace_s <= waited < AccountingConfig().transfer_grace_s + 0.5
+    profile = store.get_lead("lead-0001")
+    assert profile is not None
+    assert (profile.outcome, profile.status, profile.reason) == (
+        Outcome.CALLBACK_REQUESTED,
+        LeadStatus.RETRY_SCHEDULED,
+        reason,
+    )
+    assert profile.score == HOT, "the qualification stands; only the transfer did not happen"
+    assert profile.next_attempt_at == clock() + timedelta(days=1)  # retries.callback_requested
+    [sent] = aws.sqs.take()
+    message = parse_message(sent["MessageBody"])
+    assert (message.attempt, message.not_before, message.reason) == (2, clock() + timedelta(days=1), reason)
+    call = store.get_call("lead-0001", 1)
+    assert call is not None
+    assert (call.outcome, call.transferred_to, call.transfer_status) == (
+        Outcome.CALLBACK_REQUESTED,
+        REP,
+        None,
+    )
+    assert (call.state, call.billed_seconds, call.cost_minor) == (CallState.COMPLETED, 31, 155)
+    assert sink.total("TransfersUnconfirmed") == 1
+    assert sink.total("RetriesScheduled") == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "seconds"),
+    [
+        ("no-answer", None),
+        ("no_answer", 0),
+        ("busy", None),
+        ("failed", None),
+        ("canceled", None),
+        ("answered", 0),
+    ],
+)
+def test_a_dial_the_rep_never_connected_becomes_a_callback_naming_the_dial_status(
+    accountant: Accountant,
+    store: DynamoStore,
+    carrier: FakeCarrier,
+    sink: RecordingSink,
+    sleeps: Sleeps,
+    status: str,
+    seconds: int | None,
+) -> None:
+    handed_over(store, transfer_status=status, transfer_seconds=seconds)
+    carrier.details[CALL_ID] = [cdr("completed", 52, 260)]
+
+    accountant.handle(envelope("call.completed", "completed"))
+
+    profile = store.get_lead("lead-0001")
+    assert profile is not None
+    assert profile.outcome is Outcome.CALLBACK_REQUESTED
+    assert profile.reason == f"{TRANSFER_NOT_CONFIRMED} (dialStatus={status})"
+    assert profile.status is LeadStatus.RETRY_SCHEDULED
+    assert sleeps.calls == [], "a reported result is final: no waiting"
+    assert sink.total("TransfersUnconfirmed") == 1
+
+
+@pytest.mark.parametrize(("status", "seconds"), [("answered", 40), ("completed", None), ("Answered", 1)])
+def test_a_dial_the_carrier_confirms_stays_hot_transferred(
+    accountant: Accountant,
+    store: DynamoStore,
+    carrier: FakeCarrier,
+    sink: RecordingSink,
+    aws: Aws,
+    status: str,
+    seconds: int | None,
+) -> None:
+    handed_over(store, transfer_status=status, transfer_seconds=seconds)
+    carrier.details[CALL_ID] = [cdr("completed", 120, 800)]
+
+    accountant.handle(envelope("call.completed", "completed"))
+
+    profile = store.get_lead("lead-0001")
+    assert profile is not None
+    assert (profile.outcome, profile.status, profile.reason) == (
+        Outcome.HOT_TRANSFERRED,
+        LeadStatus.DONE,
+        "qualified",
+    )
+    call = store.get_call("lead-0001", 1)
+    assert call is not None
+    assert (call.outcome, call.transferred_to) == (Outcome.HOT_TRANSFERRED, REP)
+    assert aws.sqs.take() == []
+    assert sink.total("TransfersUnconfirmed") == 0
+
+
+def test_a_dialcompleted_arriving_during_the_grace_confirms_the_transfer(
+    accountant: Accountant, store: DynamoStore, carrier: FakeCarrier, sink: RecordingSink, sleeps: Sleeps
+) -> None:
+    """The switch's DialCompleted races the end-of-call event: here it is forwarded to the events
+    URL (the switch body) and handled while the end is being accounted."""
+    handed_over(store)
+    carrier.details[CALL_ID] = [cdr("completed", 120, 800)]
+    dial_done = switch(
+        "DialCompleted",
+        event_id="evt_dial",
+        clientRequestId="lq-lead-0001-1",
+        dialStatus="answered",
+        dialDestinationNumber=REP,
+        dialDurationInSeconds="64",
+    )
+
+    def arrives(n: int) -> None:
+        if n == 3:
+            assert accountant.handle(dial_done) is EventResult.RECORDED
+
+    sleeps.during = arrives
+    accountant.handle(envelope("call.completed", "completed"))
+
+    assert len(sleeps.calls) == 3
+    profile = store.get_lead("lead-0001")
+    assert profile is not None
+    assert profile.outcome is Outcome.HOT_TRANSFERRED
+    call = store.get_call("lead-0001", 1)
+    assert call is not None
+    assert (call.transfer_status, call.transfer_seconds) == ("answered", 64)
+    assert sink.total("TransfersUnconfirmed") == 0
+
+
+def test_a_forwarded_dialcompleted_never_replaces_a_connected_result(
+    accountant: Accountant, store: DynamoStore
+) -> None:
+    handed_over(store, transfer_status="answered", transfer_seconds=64)
+    late = switch(
+        "DialCompleted", event_id="evt_dial2", clientRequestId="lq-lead-0001-1", dial_status="failed"
+    )
+    assert accountant.handle(late) is EventResult.RECORDED
+    call = store.get_call("lead-0001", 1)
+    assert call is not None
+    assert (call.transfer_status, call.transfer_seconds) == ("answered", 64)
+
+
+def test_an_unconfirmed_transfer_is_accounted_once_under_duplicate_events(
+    accountant: Accountant, store: DynamoStore, carrier: FakeCarrier, sink: RecordingSink, aws: Aws
+) -> None:
+    handed_over(store, transfer_status="no-answer")
+    carrier.details[CALL_ID] = [cdr("completed", 52, 260)]
+    event = envelope("call.completed", "completed")
+
+    assert accountant.handle(event) is EventResult.FINALIZED
+    assert accountant.handle(event) is EventResult.DUPLICATE
+    late = switch(
+        "Completed", event_id="evt_switch_completed", durationInSeconds="52", clientRequestId="lq-lead-0001-1"
+    )
+    assert accountant.handle(late) is EventResult.ALREADY_FINAL
+
+    assert len(aws.sqs.take()) == 1
+    assert sink.total("TransfersUnconfirmed") == 1
+    assert sink.total("RetriesScheduled") == 1
+    profile = store.get_lead("lead-0001")
+    assert profile is not None
+    assert (profile.outcome, profile.status) == (Outcome.CALLBACK_REQUESTED, LeadStatus.RETRY_SCHEDULED)
+
+
+def test_an_unconfirmed_transfer_on_the_last_attempt_ends_as_callback_requested(
+    accountant: Accountant, store: DynamoStore, carrier: FakeCarrier, aws: Aws
+) -> None:
+    handed_over(store, attempt=3, transfer_status="busy")
+    carrier.details[CALL_ID] = [cdr("completed", 52, 260)]
+
+    accountant.handle(envelope("call.completed", "completed", label="lq-lead-0001-3"))
+
+    assert aws.sqs.take() == []
+    profile = store.get_lead("lead-0001")
+    assert profile is not None
+    assert (profile.outcome, profile.status) == (Outcome.CALLBACK_REQUESTED, LeadStatus.DONE)
+    assert profile.reason == f"{TRANSFER_NOT_CONFIRMED} (dialStatus=busy)"
+
+
+def test_a_supervise_barge_transfer_is_not_checked_for_a_dial(
+    accountant: Accountant, store: DynamoStore, carrier: FakeCarrier, sink: RecordingSink, sleeps: Sleeps
+) -> None:
+    store.put_lead(
+        Lead(
+            lead_id="lead-0001",
+            phone="+254712345678",
+            name="Wanjiku",
+            company="Savannah",
+            opt_in=True,
+            campaign="barge",
+        )
+    )
+    handed_over(store)  # put_lead inside is a no-op: the lead above (campaign barge) stays
+    carrier.details[CALL_ID] = [cdr("completed", 120, 800)]
+
+    accountant.handle(envelope("call.completed", "completed"))
+
+    profile = store.get_lead("lead-0001")
+    assert profile is not None
+    assert (profile.lead.campaign, profile.outcome) == ("barge", Outcome.HOT_TRANSFERRED)
+    assert sleeps.calls == []
+    assert sink.total("TransfersUnconfirmed") == 0
 
 
 # -- the Lambda handler -------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from leadqual.dialing import CampaignCatalog
 from leadqual.models import CallRecord, CallState, Lead, LeadStatus
 from leadqual.signing import sign_webhook, verify_bridge_token
 from leadqual.store import DynamoStore
-from leadqual.webhooks import parse_callback
+from leadqual.webhooks import dial_connected, dial_result, parse_callback
 
 EVENTS = Path(__file__).resolve().parents[3] / "events"
 SECRET = "sample-webhook-secret"
@@ -176,6 +176,88 @@ def test_lifecycle_callbacks_get_an_empty_response_and_their_state_is_recorded(
     call = store.get_call("lead-0001", 1)
     assert call is not None
     assert call.state is CallState.COMPLETED
+
+
+def test_dialcompleted_gets_an_empty_response_and_the_rep_legs_result_is_recorded(
+    answerer: VoiceAnswerer, store: DynamoStore
+) -> None:
+    placed(store)
+    answer(answerer, form())
+    answer(answerer, form(callSessionState="StreamStarted"))
+    dial_done = form(
+        callSessionState="DialCompleted",
+        dialStatus="answered",
+        dialDestinationNumber=REP,
+        dialDurationInSeconds="64",
+    )
+
+    reply = answer(answerer, dial_done)
+
+    assert (reply.kind, reply.body) == ("empty", "<Response/>")
+    call = store.get_call("lead-0001", 1)
+    assert call is not None
+    assert (call.transfer_status, call.transfer_seconds) == ("answered", 64)
+    assert call.state is CallState.STREAMING, "DialCompleted says nothing about the call's own state"
+
+    # Redelivered: same answer, same record. A later unconnected report never replaces a connected one.
+    assert answer(answerer, dial_done).body == "<Response/>"
+    assert answer(answerer, form(callSessionState="DialCompleted", dialStatus="failed")).body == "<Response/>"
+    call = store.get_call("lead-0001", 1)
+    assert call is not None
+    assert (call.transfer_status, call.transfer_seconds) == ("answered", 64)
+
+
+def test_dialcompleted_fields_are_read_in_any_spelling_and_a_failed_dial_is_recorded_as_sent(
+    answerer: VoiceAnswerer, store: DynamoStore
+) -> None:
+    placed(store)
+    answer(answerer, form())
+    body = json.dumps(
+        {
+            "session_id": SESSION,
+            "call_session_state": "DialCompleted",
+            "is_active": False,
+            "client_request_id": "lq-lead-0001-1",
+            "dial_status": "no-answer",
+            "dial_destination_number": REP,
+        }
+    ).encode()
+    cb = parse_callback(body, "application/json", {})
+    assert (cb.dial_status, cb.dial_destination, cb.dial_duration_s) == ("no-answer", REP, None)
+
+    reply = answerer.answer(cb, status_callback_url="https://api.example.com/stream-status")
+
+    assert reply.body == "<Response/>"
+    call = store.get_call("lead-0001", 1)
+    assert call is not None
+    assert (call.transfer_status, call.transfer_seconds) == ("no-answer", None)
+    # A DialCompleted with no status at all is recorded as such: it confirms nothing.
+    answer(answerer, form(callSessionState="DialCompleted"))
+    call = store.get_call("lead-0001", 1)
+    assert call is not None
+    assert call.transfer_status == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("status", "seconds", "connected"),
+    [
+        ("answered", None, True),
+        ("completed", 12, True),
+        ("ANSWERED", 1, True),
+        ("answered", 0, False),
+        ("no-answer", None, False),
+        ("no_answer", None, False),
+        ("busy", None, False),
+        ("failed", None, False),
+        ("canceled", None, False),
+        ("unknown", None, False),
+        (None, 30, False),
+    ],
+)
+def test_the_rule_for_a_connected_rep_leg(status: str | None, seconds: int | None, connected: bool) -> None:
+    assert dial_connected(status, seconds) is connected
+    fields = {"dialStatus": status, "dialDurationInSeconds": seconds}
+    assert dial_result({k: v for k, v in fields.items() if v is not None}).connected is connected
 
 
 def test_an_early_completed_first_callback_still_sets_the_call_up(
