@@ -9,8 +9,9 @@ violations) and from the store.
 
 What it shows: the cold path (REST hang-up) is right everywhere; supervise_barge transfers with the
 switch in either position; dial_after_stream transfers only when verbs after the stream run. When
-they do not, the lead is left in silence and the system still records `hot_transferred` (nothing
-it receives says the <Dial> never ran): asserted below as the current behaviour, a known gap.
+they do not, the lead is left in silence; no DialCompleted comes, so the events function does not
+count the hand-off as a transfer: the lead becomes `callback_requested` with the reason, and a
+callback is scheduled (leadqual.accounting).
 
 The supervise_barge campaign sets `transfer.whisper: false`, i.e. the strategy as §4 defines it
 (POST supervision in mode `barge`). With the default `whisper: true` the rep joins in whisper
@@ -253,7 +254,10 @@ def test_hot_dial_after_stream(run: Run) -> None:
         assert rep_leg["number"] == REP
         (hangup,) = _events(sim, "hangup")
         assert (hangup["by"], hangup["cause"]) == ("rep", "normal_clearing"), why
+        # The carrier's DialCompleted confirmed the rep leg, so the transfer counts.
+        assert (record.transfer_status, record.transfer_seconds) == ("answered", rep_leg["billed_seconds"])
         assert view.outcome == "hot_transferred"
+        assert str(view.profile.status) == "done"
     else:
         # §7.3: nothing after <Stream connect="true"> runs. The <Dial> never runs, nobody is rung,
         # and the lead sits in silence until they hang up.
@@ -265,12 +269,17 @@ def test_hot_dial_after_stream(run: Run) -> None:
         (hangup,) = _events(sim, "hangup")
         assert (hangup["by"], hangup["cause"]) == ("lead", "silence"), why
         assert hangup["t"] - close["t"] >= HOT_SILENCE_HANGUP_S - 0.5
-        # KNOWN GAP, the current behaviour: the bridge records the hand-over when it closes the
-        # socket, and nothing the system receives afterwards says the <Dial> never ran (no
-        # DialCompleted comes; the call record's documented fields carry no legs), so the lead
-        # counts as transferred although no rep leg exists. Run supervise_barge on such a platform.
-        assert view.outcome == "hot_transferred"
-        assert str(view.profile.status) == "done"
+        # No DialCompleted comes, so the hand-off is not counted as a transfer: the lead is to be
+        # called back (tomorrow, the campaign's callback policy), the qualification kept, and the
+        # reason says why and what to run on such a platform. The call record keeps the rep tried.
+        assert record.transfer_status is None
+        assert view.outcome == "callback_requested"
+        assert str(view.profile.status) == "retry_scheduled"
+        assert view.profile.reason == (
+            "transfer not confirmed: the rep leg never connected (no DialCompleted from the carrier: "
+            "verbs after <Stream> did not run; use transfer.strategy supervise_barge on this platform)"
+        )
+        assert str(view.profile.score.verdict) == "hot"
     _assert_billed_to_the_second(view, sim)
     assert sim["violations"] == []
 
