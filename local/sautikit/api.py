@@ -205,6 +205,8 @@ async def recording(request: web.Request) -> web.StreamResponse:
 
 
 # -- supervision (bare error shape) ------------------------------------------------------------------------
+# GET returns {"supervision": {id, call_id, mode, supervisor, status, created_at, answered_at?,
+# ended_at?}}, status ringing → active (picked up) → ended, or no_answer | busy | failed | canceled.
 def _supervision_view(call: Any) -> dict[str, Any]:
     return {"supervision": dict(call.supervision)}
 
@@ -235,8 +237,12 @@ async def supervision(request: web.Request) -> web.Response:
         mode = body.get("mode")
         if mode not in SUPERVISION_MODES:
             return bare_error(422, "validation.failed", f"mode must be one of {', '.join(SUPERVISION_MODES)}")
-        call.supervision["mode"] = mode
-        call.note("supervision_mode", mode=mode)
+        if call.supervision.get("status") not in ("ringing", "active"):
+            # [ours] The docs are silent; a mode for a supervisor who has left cannot apply.
+            return bare_error(409, "calls.supervision_ended", "the supervisor has left this call")
+        # Accepted while the supervisor still rings: the mode applies from their pickup. Whether
+        # they picked up is the GET's `status`, never this answer.
+        call.set_supervision_mode(mode)
         return ok(_supervision_view(call))
     # POST
     key = request.headers.get("Idempotency-Key")

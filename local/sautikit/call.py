@@ -4,6 +4,11 @@ Ringing follows the directory; an answered call runs a 20 ms media clock (the le
 lead hears, the stereo recording, the stream's frames) while a verb runner executes what the app's
 webhook answered. Everything observable lands in the call's timeline, its §1 record and, for app
 mistakes, its violations.
+
+A rep joins by `<Dial>` (bridged to the lead) or as a supervisor (`POST …/supervision`), whose mode
+decides who hears them, frame by frame (REP_HEARD_BY): `listen` nobody, `whisper` the agent only
+(the stream's inbound side), `barge` everyone (the lead's ear, so the recording's right channel).
+The rep hears both sides in every mode. Supervisor status: ringing → active → ended.
 """
 
 from __future__ import annotations
@@ -52,6 +57,13 @@ E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _UNSAFE_LABEL = re.compile(r"[\s,{}\[\]\"'`]")
 FINAL = {"completed", "failed", "no_answer", "busy", "canceled"}
 LIFECYCLE_STATES = {"StreamStarted", "StreamStopped", "DialCompleted", "Completed"}
+REP_PICKUP_S = 0.3  # a rep starts talking this long after picking up
+# A supervisor the lead cannot hear (listen, whisper) waits this long to be put through (barge),
+# then gives up and hangs up their own leg; the call goes on.
+SUPERVISOR_PATIENCE_S = 30.0
+# Who hears a rep or supervisor, by mode (the agent is the stream): listen = nobody, whisper = the
+# agent only, barge (and a <Dial>ed rep) = everyone. The rep hears both sides in every mode.
+REP_HEARD_BY = {"listen": (), "whisper": ("agent",), "barge": ("lead", "agent")}
 _COUNTRY = {"+254": "KE", "+255": "TZ", "+256": "UG", "+250": "RW", "+251": "ET", "+234": "NG", "+27": "ZA"}
 
 
@@ -185,7 +197,10 @@ class Call:
         self.stream: MediaStream | None = None
         self._wav: StereoWavWriter | None = None
         self._verb_clip: tuple[Clip, asyncio.Future[None]] | None = None
-        self._rep_clips: list[Clip] = []
+        self._rep_clips: list[Clip] = []  # the connected rep's mouth; who hears it: REP_HEARD_BY
+        self._rep_mode: str | None = None  # the connected rep's mode; None while no rep is on the line
+        self._rep_changed = asyncio.Event()  # the rep's mode changed or their supervision ended
+        self._supervision_cancel: asyncio.Event | None = None  # DELETE while the supervisor rings
         self._ringback: Clip | None = None
         self._stream_count = 0
         self._document_url: str | None = None
@@ -555,8 +570,14 @@ class Call:
             ended.cancel()
         return aw.done()
 
-    async def _race(self, targets: Sequence[tuple[str, Person | Rep | None]], limit_s: float) -> RingResult:
-        """Ring all targets at once; the first to answer within `limit_s` wins (or a hangup cancels)."""
+    async def _race(
+        self,
+        targets: Sequence[tuple[str, Person | Rep | None]],
+        limit_s: float,
+        cancel: asyncio.Event | None = None,
+    ) -> RingResult:
+        """Ring all targets at once; the first to answer within `limit_s` wins (a hangup, or
+        `cancel`, ends the ringing)."""
         timeout = limit_s
         ring_s = self.sim.config.ring_seconds
         best: RingResult | None = None
@@ -580,9 +601,15 @@ class Call:
             result = max(endings, key=lambda e: e.after_s)
         else:
             result = RingResult("no_answer", None, timeout)
+        stops = [asyncio.ensure_future(self.ended.wait())]
+        if cancel is not None:
+            stops.append(asyncio.ensure_future(cancel.wait()))
         try:
-            await asyncio.wait_for(self.ended.wait(), timeout=result.after_s)
-        except TimeoutError:
+            done, _ = await asyncio.wait(stops, timeout=result.after_s)
+        finally:
+            for stop in stops:
+                stop.cancel()
+        if not done:
             return result
         return RingResult("canceled", None, self.elapsed())
 
@@ -680,7 +707,7 @@ class Call:
         for leg in self.legs:
             leg.end(self.rate)
         if self.supervision and self.supervision.get("status") in ("ringing", "active"):
-            self.supervision["status"] = "ended"
+            self.supervision["status"], self.supervision["ended_at"] = "ended", iso(self.ended_at)
         for t in self.transfers:
             if t.get("status") == "answered":
                 rep_leg = next(
@@ -772,11 +799,17 @@ class Call:
                 self._verb_clip = None
                 if not done.done():
                     done.set_result(None)
+        rep: np.ndarray | None = None
+        rep_heard_by: tuple[str, ...] = ()
         if self._rep_clips:
             clip = self._rep_clips[0]
-            speech.append(clip.next_frame())
+            rep = clip.next_frame()
             if clip.finished:
                 self._rep_clips.pop(0)
+            # Who hears this frame is the mode now: a PATCH mid-sentence changes it mid-sentence.
+            rep_heard_by = REP_HEARD_BY.get(self._rep_mode or "", ())
+            if "lead" in rep_heard_by:
+                speech.append(rep)
         heard_speech = mix(speech)
         heard = heard_speech
         if self._ringback is not None:
@@ -792,7 +825,10 @@ class Call:
         if self._wav is not None:
             self._wav.write(lead, heard)
         if self.stream is not None:
-            self.stream.feed(lead, heard)
+            # The stream's inbound side is the far end of the call: the lead, plus a rep the agent
+            # can hear (whisper, barge).
+            far_end = mix([lead, rep]) if rep is not None and "agent" in rep_heard_by else lead
+            self.stream.feed(far_end, heard)
 
     async def play(self, audio: np.ndarray, label: str) -> None:
         """Play a clip into the lead's ear (Say/Play); returns when it has been heard to the end."""
@@ -1119,8 +1155,11 @@ class Call:
         ring_timeout_s: float,
         caller_id: Any = None,
         mode: str = "barge",
+        cancel: asyncio.Event | None = None,
     ) -> dict[str, Any]:
-        """Ring rep(s); on answer, bridge them to the lead, bill their leg and let them talk."""
+        """Ring rep(s); on answer, bill their leg and let them talk. A <Dial>ed rep is bridged to
+        the lead; a supervisor is heard as their mode says (REP_HEARD_BY), the mode at pickup
+        being the latest PATCHed while they rang. `cancel` stops the ringing (DELETE)."""
         timeout = ring_timeout_s
         entry: dict[str, Any] = {
             "via": via,
@@ -1142,7 +1181,7 @@ class Call:
             self._ringback = Clip(ringback_cycle(), "ringback")
         targets = [(n, self.sim.directory.rep(n)) for n in numbers]
         try:
-            ring = await self._race(targets, timeout)
+            ring = await self._race(targets, timeout, cancel)
         finally:
             if hear_ringback:
                 self._ringback = None
@@ -1163,32 +1202,79 @@ class Call:
         entry["answered_at"] = iso(leg.answered_at)
         self.note("transfer_answered", number=ring.number, via=via, after_s=round(ring.after_s, 2))
         self.record_event("transfer.answered", {"number": ring.number, "via": via})
-        self.spawn(self._rep_on_line(rep, leg, entry, audible=(via == "dial" or mode == "barge")), "rep")
+        self._rep_clips.clear()
+        self._rep_mode = str(entry.get("mode") or "barge")
+        self.spawn(self._rep_on_line(rep, leg, entry), "rep")
         return entry
 
-    async def _rep_on_line(self, rep: Rep, leg: Leg, entry: dict[str, Any], *, audible: bool) -> None:
-        try:
-            await asyncio.sleep(0.3)
-            for line in rep.says:
-                audio = await self.sim.voices.person(line)
+    async def _rep_on_line(self, rep: Rep, leg: Leg, entry: dict[str, Any]) -> None:
+        """The rep talks once someone can hear them: at pickup when the agent can (whisper), and
+        from the start again once the lead can (barge, or a <Dial>). Heard by the lead, they talk
+        for `talk_s` and hang up, which ends the call. A supervisor the lead never hears gives up
+        after SUPERVISOR_PATIENCE_S and hangs up their own leg; the call goes on."""
+        await asyncio.sleep(REP_PICKUP_S)
+        give_up_at = time.monotonic() + SUPERVISOR_PATIENCE_S
+        told_agent = False
+        while not self.ended.is_set() and leg.live:
+            self._rep_changed.clear()
+            heard_by = REP_HEARD_BY.get(self._rep_mode or "", ())
+            if "lead" in heard_by:
+                self._rep_clips.clear()  # whatever the lead did not hear, the rep starts over
+                await self._rep_says(rep, leg)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.ended.wait(), timeout=rep.talk_s)
                 if self.ended.is_set() or not leg.live:
                     return
-                self.note("rep_says", text=line, audible_to_lead=audible)
-                if audible:
-                    self._rep_clips.append(Clip(audio, line))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.ended.wait(), timeout=rep.talk_s)
-            if not leg.live:
-                return
-            leg.end(self.rate)
-            entry["ended_at"] = iso(leg.ended_at)
-            self.note("rep_hangup", number=leg.number)
-            if audible:
+                self._rep_leaves(leg, entry)
                 self.hangup("rep", "normal_clearing")
-            elif self.supervision is not None:
-                self.supervision["status"] = "ended"
-        except asyncio.CancelledError:
-            raise
+                return
+            if "agent" in heard_by and not told_agent:
+                told_agent = True
+                await self._rep_says(rep, leg)
+                continue  # the mode may have changed while the voice was made
+            remaining = give_up_at - time.monotonic()
+            if remaining <= 0:
+                self._rep_leaves(leg, entry)
+                return
+            waits = {
+                asyncio.ensure_future(self._rep_changed.wait()),
+                asyncio.ensure_future(self.ended.wait()),
+            }
+            try:
+                await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+
+    async def _rep_says(self, rep: Rep, leg: Leg) -> None:
+        for line in rep.says:
+            audio = await self.sim.voices.person(line)
+            if self.ended.is_set() or not leg.live:
+                return
+            mode = self._rep_mode
+            heard_by = REP_HEARD_BY.get(mode or "", ())
+            self.note(
+                "rep_says",
+                text=line,
+                mode=mode,
+                heard_by=list(heard_by),
+                audible_to_lead="lead" in heard_by,
+                duration_s=round(audio.size / 16000, 2),
+            )
+            self._rep_clips.append(Clip(audio, line))
+
+    def _rep_leaves(self, leg: Leg, entry: dict[str, Any]) -> None:
+        """The rep hangs up their leg (billed to here); a supervision they held ends with it."""
+        leg.end(self.rate)
+        entry["ended_at"] = iso(leg.ended_at)
+        heard = "lead" in REP_HEARD_BY.get(self._rep_mode or "", ())
+        self._rep_mode = None
+        self._rep_clips.clear()
+        self.note("rep_hangup", number=leg.number, heard_by_lead=heard)
+        sup = self.supervision
+        if leg.role == "supervisor" and sup is not None and sup.get("status") in ("ringing", "active"):
+            sup["status"], sup["ended_at"] = "ended", iso(leg.ended_at)
+            self.note("supervision_ended", by="supervisor")
 
     # -- REST-driven actions ---------------------------------------------------------------------------
     def request_hangup(self) -> None:
@@ -1196,6 +1282,8 @@ class Call:
         self.hangup("app", "api_hangup")
 
     async def start_supervision(self, mode: str, supervisor: dict[str, Any]) -> None:
+        """A supervisor's status: ringing → active when they pick up (the directory's rep) → ended
+        (they hang up, DELETE, or the call ends); or no_answer | busy | failed | canceled."""
         sup = self.supervision
         assert sup is not None
         number = supervisor.get("number")
@@ -1203,21 +1291,55 @@ class Call:
             sup["status"] = "active"
             self.note("supervision_active", mode=mode, supervisor_type=supervisor.get("type"))
             return
+        cancel = asyncio.Event()
+        self._supervision_cancel = cancel
         entry = await self.transfer(
-            [number], via="supervision", ring_timeout_s=self.sim.config.supervision_ring_timeout_s, mode=mode
+            [number],
+            via="supervision",
+            ring_timeout_s=self.sim.config.supervision_ring_timeout_s,
+            mode=mode,
+            cancel=cancel,
         )
-        sup["status"] = "active" if entry["status"] == "answered" else entry["status"]
-        sup["answered_at"] = entry.get("answered_at")
+        if sup.get("status") != "ringing":
+            return  # removed (DELETE) while it rang
+        if entry["status"] == "answered":
+            sup["status"], sup["answered_at"] = "active", entry.get("answered_at")
+            self.note("supervision_active", mode=sup.get("mode"), number=number, supervisor_type="phone")
+        else:
+            sup["status"], sup["ended_at"] = entry["status"], iso(now_utc())
+
+    def set_supervision_mode(self, mode: str) -> None:
+        """PATCH: a new mode, also while the supervisor still rings (it applies when they pick up)."""
+        sup = self.supervision
+        assert sup is not None
+        previous = sup.get("mode")
+        sup["mode"] = mode
+        transfer = next((t for t in reversed(self.transfers) if t.get("via") == "supervision"), None)
+        if transfer is not None:
+            transfer["mode"] = mode
+        if sup.get("status") == "active" and self._rep_mode is not None:
+            self._rep_mode = mode
+        self.note("supervision_mode", mode=mode, previous=previous, status=sup.get("status"))
+        self.record_event("supervision.updated", {"mode": mode})
+        self._rep_changed.set()
 
     def end_supervision(self) -> None:
+        """DELETE: the supervisor leaves (or stops ringing); the call goes on."""
         sup = self.supervision
         if sup is None:
             return
-        sup["status"] = "ended"
+        was = sup.get("status")
+        if was in ("ringing", "active"):
+            sup["status"], sup["ended_at"] = "ended", iso(now_utc())
+        if self._supervision_cancel is not None:
+            self._supervision_cancel.set()
         for leg in self.legs:
             if leg.role == "supervisor" and leg.live:
                 leg.end(self.rate)
-        self.note("supervision_ended")
+                self._rep_mode = None
+                self._rep_clips.clear()
+        self._rep_changed.set()
+        self.note("supervision_ended", by="app", was=was)
 
 
 def fingerprint(body: dict[str, Any]) -> str:

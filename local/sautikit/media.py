@@ -4,8 +4,9 @@
 - Per-message deflate off; the URL's query string is kept.
 - First frame: one JSON text frame of metadata (`headers` = the parsed `headerMetadata`).
 - Then binary S16LE audio in 20 ms frames at `outputSamplingRate`, paced by the call's clock:
-  `inbound_track` = the lead, `outbound_track` = what the lead hears, `both_tracks` = 2 channels
-  interleaved (0 = lead, 1 = what the lead hears).
+  `inbound_track` = the far end (the lead, plus a supervisor the agent hears: whisper, barge),
+  `outbound_track` = what the lead hears, `both_tracks` = 2 channels interleaved (0 = far end,
+  1 = what the lead hears).
 - What the app sends back (binary, at `bidirectionalSamplingRate`) is buffered and played in real
   time; text `{"type": "killAudio"}` flushes the buffer; pings are answered by the protocol layer.
 - Without `connect="true"` the leg is not held: about a second later the switch drops the call and

@@ -170,20 +170,31 @@ async def test_supervision_listen_patch_and_delete_keep_the_call_going(make_sim,
     async with httpx.AsyncClient(trust_env=False, headers=AUTH) as c:
         started = await c.post(url, json={"mode": "listen", "supervisor": {"type": "phone", "number": REP}})
         bad = await c.post(url, json={"mode": "shout", "supervisor": {"type": "phone", "number": REP}})
-        for _ in range(200):  # until the supervisor is on the line and has spoken
+        for _ in range(200):  # until the supervisor is on the line
+            if (await c.get(url)).json()["supervision"]["status"] == "active":
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.6)
+        # Listening: nobody would hear them, so they say nothing.
+        quiet = entries(sim.call(created["session_id"]), "rep_says")
+        patched = await c.patch(url, json={"mode": "whisper"})
+        for _ in range(200):  # until the supervisor has spoken (to the agent)
             if entries(sim.call(created["session_id"]), "rep_says"):
                 break
             await asyncio.sleep(0.02)
-        patched = await c.patch(url, json={"mode": "whisper"})
         deleted = await c.delete(url)
+        after_delete = await c.patch(url, json={"mode": "barge"})
         await asyncio.sleep(0.2)
         still_live = sim.call(created["session_id"])["call"]["status"]
         await c.post(f"{sim.url}/v1/calls/{created['call_id']}/hangup")
     view = await sim.wait_ended(created["session_id"], 10)
     assert started.status_code == 201
     assert bad.status_code == 409  # one supervisor per call, whatever the body
+    assert quiet == []
     assert patched.json()["supervision"]["mode"] == "whisper"
     assert deleted.json()["supervision"]["status"] == "ended"
+    assert after_delete.status_code == 409
+    assert after_delete.json()["code"] == "calls.supervision_ended"
     assert still_live == "answered"
     call = view["call"]
     assert call["hangup_cause"] == "api_hangup"
@@ -196,4 +207,5 @@ async def test_supervision_listen_patch_and_delete_keep_the_call_going(make_sim,
         connected
     )  # billed from answer to removal, not to the call's end
     assert sup["ended_at"] < call["ended_at"]
-    assert entries(view, "rep_says")[0]["audible_to_lead"] is False  # listen/whisper: the lead hears nothing
+    (said,) = entries(view, "rep_says")
+    assert (said["mode"], said["heard_by"], said["audible_to_lead"]) == ("whisper", ["agent"], False)
