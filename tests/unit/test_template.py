@@ -39,6 +39,7 @@ CONTRACT_METRICS = {
     "LeadsHot",
     "LeadsCold",
     "Transfers",
+    "TransfersUnconfirmed",
     "BilledSeconds",
     "CostKES",
     "TimeToFirstWordMs",
