@@ -103,8 +103,16 @@ log = logging.getLogger("bridge")
 SPEECH_PEAK = 1200  # peak sample above which an inbound frame counts as the lead speaking
 DROP_GAP_S = 0.5  # after a barge-in, agent audio arriving within this gap is the interrupted reply
 RELAY_LATE_S = 0.020
-LINE_TIMEOUT_MIN_S = 8.0
-SUPERVISION_POLL_S = 1.0  # how often to re-try a supervision PATCH while the rep's phone rings  # how long a closing line may take to be generated before we act anyway
+LINE_TIMEOUT_MIN_S = 8.0  # how long a closing line may take to be generated before we act anyway
+BARGE_PATCH_LIMIT_S = 5.0  # how long a 409 (a conflicting change in flight) may hold up the switch to barge
+# A supervisor status that means the rep will not join (anything but ringing, active or unknown).
+SUPERVISOR_GONE = {"ended", "failed", "no_answer", "busy", "canceled", "gone"}
+_NOT_JOINED = {
+    "timeout": "the rep did not answer",
+    "no_answer": "the rep did not answer",
+    "busy": "the rep was busy",
+    "failed": "the rep could not be reached",
+}
 
 Synthesiser = Callable[[str, int, str], bytes | None]
 
@@ -299,6 +307,7 @@ class Conversation:
         self._turn_done = asyncio.Event()
         self._last_audio_at = 0.0
         self._silent = False
+        self._deaf = False  # handing over to a rep: nothing from the call reaches the engine
 
         # The lead's speech, for silence and model latency.
         self._last_speech = self.opened_at
@@ -459,7 +468,7 @@ class Conversation:
                 if channels != 1:
                     data = deinterleave(data, channels)
                 engine = self._engine
-                if engine is None or self._silent or self._engine_dead:
+                if engine is None or self._silent or self._engine_dead or self._deaf:
                     m.frames_not_relayed += 1
                     continue
                 rs = self._in_rs
@@ -936,6 +945,12 @@ class Conversation:
             and not self._engine_dead
             and ending.kind is EndKind.HOT
         )
+        # From here the engine hears nobody: neither the rep's first words (whisper lets the agent
+        # hear them) nor the lead's "hello?" may cut the summary or draw a reply.
+        self._deaf = True
+        # Not transferred until the rep is on the line: a call that ends before then is a callback.
+        self.result.outcome = Outcome.CALLBACK_REQUESTED if ending.kind is EndKind.HOT else ending.outcome
+        self.result.reason = "the call ended before the rep joined"
         try:
             await self._carrier(
                 carrier.start_supervision,
@@ -947,25 +962,70 @@ class Conversation:
         except Exception as exc:
             await self._transfer_failed(ending, f"transfer failed: {exc}")
             return
+        # Sautikit sends nothing when the rep picks up, and a PATCH succeeds while they still ring:
+        # only the supervision's status says they are on the line.
+        joined = await self._await_supervisor(carrier, campaign.transfer.ring_timeout_s)
+        if joined == "call_ended":
+            return  # the lead hung up while the rep rang: the pending callback stands
+        if joined != "active":
+            await self._stop_supervision()
+            reason = _NOT_JOINED.get(joined, f"the rep did not join ({joined})")
+            await self._transfer_failed(ending, f"transfer failed: {reason}")
+            return
         if whisper:
             assert isinstance(carrier, SupportsUpdateSupervision)
-            # Sautikit answers 409 to a PATCH while the rep's phone still rings: re-asserting
-            # `whisper` until it succeeds tells us the rep has picked up, so the summary is heard.
-            if not await self._patch_supervision(carrier, "whisper", campaign.transfer.ring_timeout_s):
-                await self._stop_supervision()
-                await self._transfer_failed(ending, "transfer failed: the rep did not answer")
-                return
+            # The rep is on the line in whisper and hears the summary (the lead hears it too: see
+            # bridge.transfer); barge then puts the rep through to the lead.
             await self._speak(transfer_summary(lead, ending.score))
-            if not await self._patch_supervision(carrier, "barge", 5.0):
+            if not await self._patch_supervision(carrier, "barge", BARGE_PATCH_LIMIT_S):
                 # The rep hears the lead but the lead cannot hear the rep: give the call back.
                 await self._stop_supervision()
                 await self._transfer_failed(ending, "transfer failed: could not switch the rep to barge")
                 return
+        self.result.outcome, self.result.reason = ending.outcome, ending.reason
         self.result.transferred_to = rep
         self.result.state = CallState.TRANSFERRING
         await self._fall_silent()
 
+    async def _await_supervisor(self, carrier: Carrier, limit_s: float) -> str:
+        """Poll the supervision until the rep is on the line (`active`), will not be (a status in
+        SUPERVISOR_GONE), `limit_s` passes (`timeout`) or the call ends (`call_ended`)."""
+        deadline = self._loop.time() + limit_s
+        seen = False
+        while True:
+            status = await self._supervisor_status(carrier)
+            if status == "active":
+                return status
+            if status in SUPERVISOR_GONE and (seen or status != "gone"):
+                # A 404 before any status: the platform may not show a new supervisor at once.
+                assert status is not None
+                return status
+            seen = seen or status not in (None, "gone")
+            if self._recv_task is not None and self._recv_task.done():
+                return "call_ended"
+            left = deadline - self._loop.time()
+            if left <= 0:
+                return "timeout"
+            await asyncio.sleep(min(self._cfg.supervision_poll_s, left))
+
+    async def _supervisor_status(self, carrier: Carrier) -> str | None:
+        """The supervision's canonical status; `gone` when the call has none, `unknown` for a word
+        the client did not know, None when it could not be read."""
+        try:
+            sup = await self._carrier(carrier.get_supervision, self.session_id)
+        except Exception as exc:
+            log.warning(
+                "reading the supervision failed", extra={"session_id": self.session_id, "error": str(exc)}
+            )
+            return None
+        if sup is None:
+            return "gone"
+        status = sup.get("status")
+        return status if isinstance(status, str) else "unknown"
+
     async def _patch_supervision(self, carrier: SupportsUpdateSupervision, mode: str, limit_s: float) -> bool:
+        """Switch the supervisor's mode. A 409 is retried, within `limit_s`, only while the rep is
+        still on the line: a conflicting change in flight, never a sign of pickup."""
         deadline = self._loop.time() + limit_s
         while True:
             try:
@@ -983,7 +1043,14 @@ class Conversation:
                     "supervision update failed", extra={"session_id": self.session_id, "error": str(exc)}
                 )
                 return False
-            await asyncio.sleep(SUPERVISION_POLL_S)
+            status = await self._supervisor_status(self._svc.carrier)
+            if status is not None and status != "active":
+                log.warning(
+                    "the rep left before the switch",
+                    extra={"session_id": self.session_id, "mode": mode, "status": status},
+                )
+                return False
+            await asyncio.sleep(self._cfg.supervision_poll_s)
 
     async def _stop_supervision(self) -> None:
         stop = getattr(self._svc.carrier, "stop_supervision", None)
@@ -1072,6 +1139,10 @@ class Conversation:
         else:
             res.outcome, res.reason = ending.outcome, ending.reason
             transfer = ending.action == "transfer"
+            if transfer and self.campaign.transfer.strategy is TransferStrategy.SUPERVISE_BARGE:
+                # Hung up below, never handed to a rep (that would have made the call silent).
+                res.outcome = Outcome.CALLBACK_REQUESTED if ending.kind is EndKind.HOT else Outcome.FAILED
+                res.reason = "bridge shutdown before the rep joined"
         try:
             if transfer and self.campaign.transfer.strategy is TransferStrategy.DIAL_AFTER_STREAM:
                 res.transferred_to = pick_rep(

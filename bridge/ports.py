@@ -45,17 +45,23 @@ class Store(Protocol):
 
 
 class Carrier(Protocol):
-    """The subset of `leadqual.sautikit.SautikitClient` the bridge calls."""
+    """The subset of `leadqual.sautikit.SautikitClient` the bridge calls.
+
+    `get_supervision` is how the bridge learns that a rep picked up: `None` when the call has no
+    supervisor (404), else the supervisor object with `status` canonical (ringing | active | ended
+    | failed | no_answer | busy | canceled; None when the platform's word is unknown)."""
 
     def hangup(self, call_or_session_id: str) -> None: ...
     def start_supervision(
         self, call_or_session_id: str, *, mode: str, number: str, idempotency_key: str
     ) -> dict[str, Any]: ...
+    def get_supervision(self, call_or_session_id: str) -> dict[str, Any] | None: ...
 
 
 @runtime_checkable
 class SupportsUpdateSupervision(Protocol):
-    """`PATCH /v1/calls/{id}/supervision` (SAUTIKIT.md §1): switch a live supervisor's mode."""
+    """`PATCH /v1/calls/{id}/supervision` (SAUTIKIT.md §1): switch a supervisor's mode. Its success
+    says nothing about whether the rep has picked up (`Carrier.get_supervision` does)."""
 
     def update_supervision(self, call_or_session_id: str, *, mode: str) -> dict[str, Any]: ...
 
@@ -115,6 +121,7 @@ class BridgeConfig:
     max_sessions: int = 0  # 0 = no limit; above it new upgrades get 503
     playout_margin_s: float = 0.3  # network and jitter buffer between "sent" and "heard"
     carrier_timeout_s: float = 15.0
+    supervision_poll_s: float = 0.5  # how often to ask whether a rep being transferred to picked up
     hangup_close_grace_s: float = 5.0  # after a REST hangup, how long the carrier has to close the socket
     gauge_interval_s: float = 60.0  # BridgeActiveSessions, the autoscaling metric
     rep_notify_topic_arn: str | None = None

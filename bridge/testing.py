@@ -103,13 +103,19 @@ class MemoryStore:
 
 class RecordingCarrier:
     """The SautikitClient methods the bridge calls. `on_hangup` lets a test close the media socket
-    the way the platform does when a call ends."""
+    the way the platform does when a call ends.
 
-    def __init__(self, *, supports_patch: bool = True) -> None:
+    A supervision started here rings for `rings` status reads (`get_supervision` says `ringing`),
+    then reads as `supervisor`: `"active"` (the rep picked up), `"no_answer"`, `"busy"`, ..., or
+    None for a phone that rings for ever."""
+
+    def __init__(self, *, rings: int = 0, supervisor: str | None = "active") -> None:
         self.calls: list[tuple[str, str, dict[str, Any]]] = []
-        self.supports_patch = supports_patch
         self.fail: dict[str, SautikitError] = {}
         self.on_hangup: Callable[[str], None] | None = None
+        self.rings = rings
+        self.supervisor = supervisor
+        self.supervision: dict[str, Any] | None = None
         self._lock = threading.Lock()
 
     def _record(self, method: str, call_id: str, **kwargs: Any) -> None:
@@ -128,33 +134,66 @@ class RecordingCarrier:
         self, call_or_session_id: str, *, mode: str, number: str, idempotency_key: str
     ) -> dict[str, Any]:
         self._record("start_supervision", call_or_session_id, mode=mode, number=number, key=idempotency_key)
-        return {
-            "call_id": call_or_session_id,
-            "mode": mode,
-            "supervisor": {"type": "phone", "number": number},
-        }
+        with self._lock:
+            self.supervision = {
+                "call_id": call_or_session_id,
+                "mode": mode,
+                "supervisor": {"type": "phone", "number": number},
+                "status": "ringing",
+            }
+            return {"supervision": dict(self.supervision)}
+
+    def get_supervision(self, call_or_session_id: str) -> dict[str, Any] | None:
+        self._record("get_supervision", call_or_session_id)
+        with self._lock:
+            sup = self.supervision
+            if sup is None:
+                return None
+            if sup["status"] == "ringing":
+                if self.rings > 0:
+                    self.rings -= 1
+                elif self.supervisor is not None:
+                    sup["status"] = self.supervisor
+            return dict(sup)
 
     def methods(self) -> list[str]:
         return [m for m, _, _ in self.calls]
 
+    def actions(self) -> list[str]:
+        """`methods()` without the status reads."""
+        return [m for m in self.methods() if m != "get_supervision"]
+
 
 class PatchingCarrier(RecordingCarrier):
-    """A carrier client that can also PATCH (and DELETE) a supervision. `rings` PATCHes answer 409
-    first, as Sautikit does while the supervisor's phone is still ringing."""
+    """A carrier client that can also PATCH (and DELETE) a supervision. The first `conflicts`
+    PATCHes answer 409 (a conflicting change in flight), the only 409 a PATCH gets; a PATCH of a
+    supervision that has ended answers 409 `calls.supervision_ended`, as the simulator does."""
 
-    def __init__(self, *, rings: int = 0) -> None:
-        super().__init__()
-        self.rings = rings
+    def __init__(self, *, rings: int = 0, supervisor: str | None = "active", conflicts: int = 0) -> None:
+        super().__init__(rings=rings, supervisor=supervisor)
+        self.conflicts = conflicts
 
     def update_supervision(self, call_or_session_id: str, *, mode: str) -> dict[str, Any]:
         self._record("update_supervision", call_or_session_id, mode=mode)
-        if self.rings > 0:
-            self.rings -= 1
-            raise SautikitError(409, "calls.supervisor_ringing", "supervisor not answered yet", False)
-        return {"call_id": call_or_session_id, "mode": mode}
+        with self._lock:
+            sup = self.supervision
+            if sup is None:
+                raise SautikitError(404, "supervision.not_found", "no supervisor on this call", False)
+            if sup["status"] not in ("ringing", "active"):
+                raise SautikitError(
+                    409, "calls.supervision_ended", "the supervisor has left this call", False
+                )
+            if self.conflicts > 0:
+                self.conflicts -= 1
+                raise SautikitError(409, "calls.supervision_in_progress", "a change is in progress", False)
+            sup["mode"] = mode
+            return {"supervision": dict(sup)}
 
     def stop_supervision(self, call_or_session_id: str) -> None:
         self._record("stop_supervision", call_or_session_id)
+        with self._lock:
+            if self.supervision is not None and self.supervision["status"] in ("ringing", "active"):
+                self.supervision["status"] = "ended"
 
 
 class RecordingNotifier:

@@ -5,21 +5,28 @@ Strategies (SAUTIKIT.md §4, campaign.transfer.strategy):
   so the bridge transfers by closing the socket (1000) once the handoff line has played. The
   voice webhook picks the number it dials (the campaign's first rep).
 - `supervise_barge`: the bridge keeps the socket and asks Sautikit to put the rep on the call
-  (`POST /v1/calls/{id}/supervision`, mode `barge`), then falls silent until the carrier closes.
+  (`POST /v1/calls/{id}/supervision`, mode `barge`), waits until the rep is on the line, then
+  falls silent until the carrier closes. Sautikit sends nothing when a supervisor picks up, so the
+  bridge polls `GET /v1/calls/{id}/supervision` until its status is `active` (at most
+  `transfer.ring_timeout_s`); a rep who does not answer (timeout, no_answer, busy, failed, ended)
+  gets the campaign's fallback line, a hang-up and `callback_requested`, never `hot_transferred`.
+  While handing over, the engine hears nothing from the call (neither the rep nor the lead).
 
 Briefing the rep before they speak:
 - Always: a JSON notification (lead, answers, score reasons, session id) through the notifier
   port (SNS `REP_NOTIFY_TOPIC_ARN` in production), published as soon as the lead is hot, so it
   reaches the rep's screen or phone while their line rings.
 - Spoken, `supervise_barge` only, when `transfer.whisper` is set and the carrier client can
-  PATCH supervision: the rep joins in `whisper` mode, the agent speaks a short summary, then the
-  bridge PATCHes the mode to `barge`. What this can and cannot do on Sautikit: `whisper` lets the
-  supervisor *talk* to one side privately; it does not make the stream's audio private. The
-  agent's voice is the stream's playback, which the lead hears too, so the "whisper" is a warm
-  introduction both people hear, and `transfer_summary` is worded for that. Truly private
-  briefing exists only as the written notification. Sautikit also does not tell the bridge when
-  the rep picks up, so the summary may start while the rep's phone still rings; the written
-  briefing covers that gap. Without PATCH support the bridge goes straight to `barge`.
+  PATCH supervision: the rep is rung in `whisper` mode; once the supervision reads `active` (the
+  rep picked up) the agent speaks a short summary, then the bridge PATCHes the mode to `barge`
+  and falls silent. A PATCH is accepted while the rep still rings, so its success never means
+  "picked up"; a 409 to it is only retried as a conflicting change while the rep is still on the
+  line. What this can and cannot do on Sautikit: `whisper` lets the supervisor *talk* to one
+  side privately (the rep's words reach the agent, not the lead); it does not make the stream's
+  audio private. The agent's voice is the stream's playback, which the lead hears too, so the
+  "whisper" is a warm introduction both people hear, and `transfer_summary` is worded for that.
+  Truly private briefing exists only as the written notification. Without PATCH support the
+  bridge goes straight to `barge`.
 """
 
 from __future__ import annotations

@@ -361,7 +361,8 @@ async def test_supervise_barge_strategy(example_campaign: Campaign, verdict: str
             )
         }
     )
-    b = await start_bridge(campaign, carrier=PatchingCarrier())
+    # The rep's phone rings for three status reads, then they pick up.
+    b = await start_bridge(campaign, carrier=PatchingCarrier(rings=3), supervision_poll_s=0.05)
     b.script = HOT if verdict == "hot" else COLD
     try:
         client = b.client()
@@ -369,8 +370,13 @@ async def test_supervise_barge_strategy(example_campaign: Campaign, verdict: str
         await hear_greeting(client)
         await answer(client, b, len(b.script))
         if verdict == "hot":
-            await wait_until(lambda: b.carrier.methods().count("update_supervision") == 2, 10)
-            assert [k.get("mode") for _, _, k in b.carrier.calls] == ["whisper", "whisper", "barge"]
+            await wait_until(lambda: "update_supervision" in b.carrier.methods(), 10)
+            # Rung in whisper, polled until on the line, the summary, then one PATCH: barge.
+            assert b.carrier.methods() == ["start_supervision"] + ["get_supervision"] * 4 + [
+                "update_supervision"
+            ]
+            assert [k.get("mode") for _, _, k in b.carrier.calls if k.get("mode")] == ["whisper", "barge"]
+            assert b.engines[0].said[-1].startswith("I'm connecting you with")
             await asyncio.sleep(0.1)
             heard = client.audio_bytes()
             await client.speak(300, 300)  # the lead talks to the rep now

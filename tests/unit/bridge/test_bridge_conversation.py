@@ -157,27 +157,65 @@ async def test_hangup_waits_until_the_closing_line_is_heard(example_campaign: Ca
     assert hung_up_at[0] >= h.conv.clock.play_end
 
 
-async def test_supervise_barge_with_whisper_briefs_then_patches_and_falls_silent(
+FAST_POLL = {"supervision_poll_s": 0.01}
+SUPERVISE = {"strategy": TransferStrategy.SUPERVISE_BARGE}
+
+
+class WatchedCarrier(PatchingCarrier):
+    """Notes, at every status read, what the agent had said by then and whether the bridge had
+    already called the lead transferred."""
+
+    def __init__(self, h: list[Harness], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._h = h
+        self.reads: list[tuple[str | None, int, str | None]] = []  # (status, lines said, transferred_to)
+
+    def get_supervision(self, call_or_session_id: str) -> dict[str, Any] | None:
+        sup = super().get_supervision(call_or_session_id)
+        h = self._h[0]
+        assert h.conv is not None
+        status = None if sup is None else sup["status"]
+        self.reads.append((status, len(h.engine.said), h.conv.result.transferred_to))
+        return sup
+
+
+def watched(campaign: Campaign, script: list[FakeStep], **kwargs: Any) -> tuple[Harness, WatchedCarrier]:
+    box: list[Harness] = []
+    carrier = WatchedCarrier(box, **kwargs)
+    h = Harness(campaign, engine(script), carrier=carrier, config=FAST_POLL)
+    box.append(h)
+    return h, carrier
+
+
+async def test_supervise_barge_with_whisper_briefs_the_rep_once_on_the_line_then_barges(
     example_campaign: Campaign,
 ) -> None:
-    campaign = with_transfer(example_campaign, strategy=TransferStrategy.SUPERVISE_BARGE, whisper=True)
-    carrier = PatchingCarrier()
-    h = await Harness(campaign, engine(HOT_SCRIPT), carrier=carrier).start()
+    campaign = with_transfer(example_campaign, **SUPERVISE, whisper=True)
+    h, carrier = watched(campaign, HOT_SCRIPT, rings=3)
+    await h.start()
     assert h.ws is not None
-    assert h.conv is not None
     await answer_all(h, 4)
     await h.until(lambda: h.conv is not None and h.conv.result.silent)
-    assert carrier.methods() == ["start_supervision", "update_supervision", "update_supervision"]
+    # Rung in whisper; the rep's status read until they picked up; the one PATCH is the switch to
+    # barge, after the summary. No PATCH stands in for "picked up".
+    assert carrier.actions() == ["start_supervision", "update_supervision"]
     assert carrier.calls[0][2] == {"mode": "whisper", "number": "+254711999000", "key": "lq-L1-1-transfer"}
-    assert [c[2] for c in carrier.calls[1:]] == [{"mode": "whisper"}, {"mode": "barge"}]
-    assert h.engine.said[-2] == campaign.transfer.handoff_line
+    assert carrier.calls[-1][2] == {"mode": "barge"}
+    assert [r[0] for r in carrier.reads] == ["ringing", "ringing", "ringing", "active"]
+    # While it rang the agent had said the handoff line and nothing more; the summary came after.
+    said_while_ringing = {n for _, n, _ in carrier.reads}
+    assert len(said_while_ringing) == 1
+    (n,) = said_while_ringing
+    assert h.engine.said[n - 1] == campaign.transfer.handoff_line
+    assert len(h.engine.said) == n + 1
     assert h.engine.said[-1].startswith("I'm connecting you with Wanjiku Kamau from Duka Ltd, who ")
-    # Silent: the socket stays open and nothing more is sent while the rep talks.
-    await h.until(lambda: h.conv is not None and h.conv.result.silent)
-    sent = len(h.ws.sent)
+    assert all(t is None for _, _, t in carrier.reads)  # not transferred before the rep was on
+    # Silent: the socket stays open and nothing more is sent (or relayed) while the rep talks.
+    sent, heard = len(h.ws.sent), h.engine.audio_in_bytes
     await h.speak()
     await asyncio.sleep(0.3)
     assert len(h.ws.sent) == sent
+    assert h.engine.audio_in_bytes == heard
     assert h.ws.closed_with is None
     assert not h.task.done()  # type: ignore[union-attr]
     h.ws.carrier_closes()  # the call ends on the carrier's side
@@ -186,40 +224,45 @@ async def test_supervise_barge_with_whisper_briefs_then_patches_and_falls_silent
     assert h.store.calls[("L1", 1)]["transferred_to"] == "+254711999000"
 
 
-async def test_whisper_summary_waits_for_the_rep_to_pick_up(
-    example_campaign: Campaign, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("bridge.conversation.SUPERVISION_POLL_S", 0.01)
-    campaign = with_transfer(example_campaign, strategy=TransferStrategy.SUPERVISE_BARGE, whisper=True)
-    carrier = PatchingCarrier(rings=3)
-    h = await Harness(campaign, engine(HOT_SCRIPT), carrier=carrier).start()
+async def test_the_engine_hears_nobody_while_the_rep_is_brought_in(example_campaign: Campaign) -> None:
+    """The rep's first words (whisper lets the agent hear them) must not cut the summary short."""
+    campaign = with_transfer(example_campaign, **SUPERVISE, whisper=True)
+    h, carrier = watched(campaign, HOT_SCRIPT, rings=30)
+    await h.start()
     await answer_all(h, 4)
+    await h.until(lambda: len(carrier.reads) >= 2)
+    assert h.conv is not None
+    heard = h.engine.audio_in_bytes
+    for _ in range(3):
+        await h.speak(400, 200)
     await h.until(lambda: h.conv is not None and h.conv.result.silent)
-    # Three 409s while ringing, the fourth PATCH (whisper) succeeds, then the summary, then barge.
-    assert [c[2].get("mode") for c in carrier.calls] == ["whisper"] * 5 + ["barge"]
+    assert h.engine.audio_in_bytes == heard
+    assert h.engine.interrupted_at == []
     assert h.engine.said[-1].startswith("I'm connecting you with")
     assert h.ws is not None
     h.ws.carrier_closes()
     await h.finished()
+    assert h.store.outcomes["L1"][0] is Outcome.HOT_TRANSFERRED
 
 
 async def test_rep_who_never_answers_gets_the_fallback_line_and_a_callback(
-    example_campaign: Campaign, monkeypatch: pytest.MonkeyPatch
+    example_campaign: Campaign,
 ) -> None:
-    monkeypatch.setattr("bridge.conversation.SUPERVISION_POLL_S", 0.01)
     campaign = with_transfer(
         # model_copy skips validation: a ring timeout shorter than a real campaign may set
         example_campaign,
-        strategy=TransferStrategy.SUPERVISE_BARGE,
+        **SUPERVISE,
         whisper=True,
         ring_timeout_s=0.3,
     )
-    carrier = PatchingCarrier(rings=10_000)
-    h = await Harness(campaign, engine(HOT_SCRIPT), carrier=carrier).start()
+    h, carrier = watched(campaign, HOT_SCRIPT, supervisor=None)  # rings for ever
+    await h.start()
     await answer_all(h, 4)
     await h.finished(limit_s=15)
-    assert carrier.methods()[-2:] == ["stop_supervision", "hangup"]
+    assert carrier.actions() == ["start_supervision", "stop_supervision", "hangup"]
+    assert len(carrier.reads) >= 5  # polled for the whole ring timeout
     assert h.engine.said[-1] == campaign.transfer.fallback_line
+    assert not any(line.startswith("I'm connecting you") for line in h.engine.said)  # no summary
     outcome, score, reason = h.store.outcomes["L1"]
     assert outcome is Outcome.CALLBACK_REQUESTED
     assert score is not None
@@ -228,19 +271,127 @@ async def test_rep_who_never_answers_gets_the_fallback_line_and_a_callback(
     assert "transferred_to" not in h.store.calls[("L1", 1)]
 
 
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        ("busy", "transfer failed: the rep was busy"),
+        ("no_answer", "transfer failed: the rep did not answer"),
+        ("failed", "transfer failed: the rep could not be reached"),
+        ("ended", "transfer failed: the rep did not join (ended)"),
+    ],
+)
+@pytest.mark.parametrize("whisper", [True, False])
+async def test_a_rep_who_will_not_join_fails_the_transfer_at_once(
+    example_campaign: Campaign, status: str, reason: str, whisper: bool
+) -> None:
+    campaign = with_transfer(example_campaign, **SUPERVISE, whisper=whisper)  # ring timeout 20 s
+    h, carrier = watched(campaign, HOT_SCRIPT, rings=1, supervisor=status)
+    await h.start()
+    await answer_all(h, 4)
+    await h.finished(limit_s=10)
+    assert [r[0] for r in carrier.reads] == ["ringing", status]
+    assert carrier.actions() == ["start_supervision", "stop_supervision", "hangup"]
+    assert h.engine.said[-1] == campaign.transfer.fallback_line
+    assert h.store.outcomes["L1"][0] is Outcome.CALLBACK_REQUESTED
+    assert h.store.outcomes["L1"][2] == reason
+    assert "transferred_to" not in h.store.calls[("L1", 1)]
+
+
+async def test_barge_without_whisper_counts_as_transferred_only_once_the_rep_is_on(
+    example_campaign: Campaign,
+) -> None:
+    campaign = with_transfer(example_campaign, **SUPERVISE, whisper=False)
+    h, carrier = watched(campaign, HOT_SCRIPT, rings=4)
+    await h.start()
+    await answer_all(h, 4)
+    await h.until(lambda: h.conv is not None and h.conv.result.silent)
+    assert carrier.actions() == ["start_supervision"]
+    assert carrier.calls[0][2]["mode"] == "barge"
+    assert [r[0] for r in carrier.reads] == ["ringing"] * 4 + ["active"]
+    assert all(t is None for _, _, t in carrier.reads)
+    assert h.engine.said[-1] == campaign.transfer.handoff_line  # no summary without whisper
+    assert h.ws is not None
+    h.ws.carrier_closes()
+    await h.finished()
+    assert h.store.outcomes["L1"][0] is Outcome.HOT_TRANSFERRED
+    assert h.store.calls[("L1", 1)]["transferred_to"] == "+254711999000"
+
+
+async def test_the_lead_hanging_up_while_the_rep_rings_is_a_callback_not_a_transfer(
+    example_campaign: Campaign,
+) -> None:
+    campaign = with_transfer(example_campaign, **SUPERVISE, whisper=False)
+    h, carrier = watched(campaign, HOT_SCRIPT, supervisor=None)
+    await h.start()
+    await answer_all(h, 4)
+    await h.until(lambda: len(carrier.reads) >= 3)
+    assert h.ws is not None
+    h.ws.carrier_closes()  # the lead hangs up
+    await h.finished()
+    outcome, _, reason = h.store.outcomes["L1"]
+    assert outcome is Outcome.CALLBACK_REQUESTED
+    assert reason == "the call ended before the rep joined"
+    assert "transferred_to" not in h.store.calls[("L1", 1)]
+
+
+async def test_a_conflicting_patch_is_retried_while_the_rep_is_on_the_line(
+    example_campaign: Campaign,
+) -> None:
+    campaign = with_transfer(example_campaign, **SUPERVISE, whisper=True)
+    h, carrier = watched(campaign, HOT_SCRIPT, conflicts=2)
+    await h.start()
+    await answer_all(h, 4)
+    await h.until(lambda: h.conv is not None and h.conv.result.silent)
+    assert carrier.methods()[-5:] == [
+        "update_supervision",  # 409 in progress
+        "get_supervision",  # still active: retry
+        "update_supervision",  # 409 again
+        "get_supervision",
+        "update_supervision",  # barge
+    ]
+    assert h.ws is not None
+    h.ws.carrier_closes()
+    await h.finished()
+    assert h.store.outcomes["L1"][0] is Outcome.HOT_TRANSFERRED
+
+
+async def test_a_rep_who_leaves_during_the_summary_gives_the_call_back(example_campaign: Campaign) -> None:
+    campaign = with_transfer(example_campaign, **SUPERVISE, whisper=True)
+    h, carrier = watched(campaign, HOT_SCRIPT)
+    original = carrier.update_supervision
+
+    def leave_then_patch(call_or_session_id: str, *, mode: str) -> dict[str, Any]:
+        assert carrier.supervision is not None
+        carrier.supervision["status"] = "ended"  # the rep hung up while the summary played
+        return original(call_or_session_id, mode=mode)
+
+    carrier.update_supervision = leave_then_patch  # type: ignore[method-assign]
+    await h.start()
+    await answer_all(h, 4)
+    await h.finished(limit_s=10)
+    assert carrier.actions() == ["start_supervision", "update_supervision", "stop_supervision", "hangup"]
+    assert h.engine.said[-1] == campaign.transfer.fallback_line
+    outcome, _, reason = h.store.outcomes["L1"]
+    assert outcome is Outcome.CALLBACK_REQUESTED
+    assert reason == "transfer failed: could not switch the rep to barge"
+
+
 async def test_supervise_barge_without_patch_goes_straight_to_barge(example_campaign: Campaign) -> None:
-    campaign = with_transfer(example_campaign, strategy=TransferStrategy.SUPERVISE_BARGE, whisper=True)
-    h = await Harness(campaign, engine(HOT_SCRIPT), carrier=RecordingCarrier()).start()
+    campaign = with_transfer(example_campaign, **SUPERVISE, whisper=True)
+    h = await Harness(campaign, engine(HOT_SCRIPT), carrier=RecordingCarrier(), config=FAST_POLL).start()
     assert h.ws is not None
     await answer_all(h, 4)
     await h.until(lambda: h.conv is not None and h.conv.result.silent)
-    assert [(m, k["mode"]) for m, _, k in h.carrier.calls] == [("start_supervision", "barge")]
+    assert [(m, k["mode"]) for m, _, k in h.carrier.calls if m != "get_supervision"] == [
+        ("start_supervision", "barge")
+    ]
+    assert "get_supervision" in h.carrier.methods()
     h.ws.carrier_closes()
     await h.finished()
 
 
 async def test_failed_supervision_says_the_fallback_and_hangs_up(example_campaign: Campaign) -> None:
-    campaign = with_transfer(example_campaign, strategy=TransferStrategy.SUPERVISE_BARGE, whisper=False)
+    campaign = with_transfer(example_campaign, **SUPERVISE, whisper=False)
     carrier = RecordingCarrier()
     carrier.fail["start_supervision"] = SautikitError(409, "calls.supervision_in_progress", "busy", False)
     h = await Harness(campaign, engine(HOT_SCRIPT), carrier=carrier).start()
