@@ -49,6 +49,9 @@ async def measure_window(
     await lg.refresh(MAX_CALL_AGE_S)
     await lg.scale(calls)
     await asyncio.sleep(settle_s)
+    # One short round (~15 ms, under a frame's late budget), well before the window opens.
+    speed = await sut.cmd({"cmd": "calibrate", "rounds": 1})
+    await asyncio.sleep(0.5)
     await sut.cmd({"cmd": "reset"})
     sent0 = lg.frames_sent()
     cpu0, own0, core0 = sut.cpu_seconds(), own_cpu_seconds(), core_busy_seconds(sut.cpu)
@@ -89,6 +92,7 @@ async def measure_window(
         foreign_cpu=max(0.0, (core1 - core0) - (cpu1 - cpu0)) / secs,
         extra={
             "sut_live": info.get("live"),
+            "core_calibration_ms": speed.get("ms"),
             "sut_gc_pauses": {
                 "count": info.get("gc_count"),
                 "total_ms": info.get("gc_ms"),
@@ -102,6 +106,14 @@ async def measure_window(
     for p in (Path(str(path) + s) for s in (".inbound", ".inbound_at", ".replies.json")):
         p.unlink(missing_ok=True)
     return w
+
+
+async def _fresh_calls(lg: LoadGenerator, settle_s: float) -> None:
+    """Hang up every call before measuring another level. A level that failed leaves its calls in
+    step with each other (a stall delays every lead alike, so their turns end together and the
+    replies come in bursts), which would make any lower level look worse than it is."""
+    await lg.close_all()
+    await asyncio.sleep(settle_s)
 
 
 @contextlib.contextmanager
@@ -119,6 +131,14 @@ def _load_dump(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, list[int]]
     inbound_at = np.fromfile(str(path) + ".inbound_at", dtype=np.uint32)
     replies: dict[str, list[int]] = json.loads(Path(str(path) + ".replies.json").read_text())
     return inbound_us, inbound_at, replies
+
+
+async def _fresh_calls(lg: LoadGenerator, settle_s: float) -> None:
+    """Hang up every call before measuring another level. A level that failed leaves its calls in
+    step with each other (a stall delays every lead alike, so their turns end together and the
+    replies come in bursts), which would make any lower level look worse than it is."""
+    await lg.close_all()
+    await asyncio.sleep(settle_s)
 
 
 @contextlib.contextmanager
@@ -246,9 +266,7 @@ async def find_capacity(
                     if time.monotonic() - t_start > budget_s:
                         break
                     mid = (lo + hi) // 2
-                    # Going down: let a backlog from the failed level drain before measuring.
-                    await lg.scale(mid)
-                    await asyncio.sleep(settle_s)
+                    await _fresh_calls(lg, settle_s)
                     w = await measure_window(
                         lg,
                         sut,
@@ -272,8 +290,7 @@ async def find_capacity(
             for _ in range(confirm):
                 if good <= 0:
                     break
-                await lg.scale(good)
-                await asyncio.sleep(settle_s)
+                await _fresh_calls(lg, settle_s)
                 w = await measure_window(
                     lg,
                     sut,

@@ -204,8 +204,12 @@ def machine_line(m: dict[str, Any]) -> str:
     return (
         f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB, Python {m.get('python')}, "
         f"{m.get('os')}, pipecat-ai {m.get('pipecat_ai')}"
-        + (f"; SUT pinned to core {m['sut_core']}" if m.get("sut_core") is not None else "")
-        + (" with the load generator, both SCHED_RR" if m.get("realtime_scheduling") else "")
+        + (
+            f"; SUT pinned to core {m['sut_core']}, load generator on the other"
+            if m.get("sut_core") is not None
+            else ""
+        )
+        + (", both SCHED_RR" if m.get("realtime_scheduling") else "")
         + f"; {m.get('date')}"
     )
 

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Protocol
@@ -166,6 +167,23 @@ async def _cascade_factory() -> Any:
     return lambda: cls.from_settings(SimpleNamespace())
 
 
+def calibrate(rounds: int = 3) -> float:
+    """Milliseconds for a fixed piece of interpreter work on this core, best of `rounds`: how fast
+    the core is right now. On a shared VM it changes with the host's load, and with it what a call
+    costs; the harness logs it beside each window."""
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        acc = 0
+        for i in range(100_000):
+            acc += i * i % 7
+        d: dict[int, int] = {}
+        for i in range(20_000):
+            d[i & 1023] = d.get(i & 1023, 0) + i
+        best = min(best, (time.perf_counter() - t0) * 1000.0)
+    return round(best, 2)
+
+
 async def serve(kind: str, ctl_out: Any) -> None:
     recorder = Recorder()
     server: _Server
@@ -226,6 +244,8 @@ async def serve(kind: str, ctl_out: Any) -> None:
                 reply({"ok": True})
             else:
                 reply({"error": "no profile running"})
+        elif name == "calibrate":
+            reply({"ok": True, "ms": calibrate(int(cmd.get("rounds", 3)))})
         elif name == "stats":
             reply({"ok": True, "live": server.live(), "sessions_started": recorder.sessions_started})
         elif name == "quit":
