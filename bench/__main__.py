@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import sys
 import time
@@ -191,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     before = report.previous(args.out)
     results: dict[str, Any] = {}
+    cpu = sut_cpu if pinned else None
     for section in sections:
-        results.update(run_section(section, lambda s=section: RUNNERS[s](cfg, sut_cpu if pinned else None)))
+        results.update(run_section(section, functools.partial(RUNNERS[section], cfg, cpu)))
     add_run_to_run_change(results, before)
     results["_seconds"] = round(time.monotonic() - t0, 1)
     machine = report.machine_info()

@@ -133,31 +133,6 @@ def _load_dump(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, list[int]]
     return inbound_us, inbound_at, replies
 
 
-async def _fresh_calls(lg: LoadGenerator, settle_s: float) -> None:
-    """Hang up every call before measuring another level. A level that failed leaves its calls in
-    step with each other (a stall delays every lead alike, so their turns end together and the
-    replies come in bursts), which would make any lower level look worse than it is."""
-    await lg.close_all()
-    await asyncio.sleep(settle_s)
-
-
-@contextlib.contextmanager
-def _stall_watch(cpu: int | None, workdir: Path) -> Iterator[StallLog | None]:
-    """Stall watchers on the SUT's core and the load generator's (bench.stallwatch)."""
-    if cpu is None:
-        yield None
-        return
-    with watching(sorted({cpu} | os.sched_getaffinity(0)), workdir) as log:
-        yield log
-
-
-def _load_dump(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, list[int]]]:
-    inbound_us = np.fromfile(str(path) + ".inbound", dtype=np.uint32)
-    inbound_at = np.fromfile(str(path) + ".inbound_at", dtype=np.uint32)
-    replies: dict[str, list[int]] = json.loads(Path(str(path) + ".replies.json").read_text())
-    return inbound_us, inbound_at, replies
-
-
 def loopback_baseline_ms(samples: int = 2000) -> float:
     """Median one-way latency of a small message over loopback TCP (half a round trip), the network
     part of every relay measurement, which is subtracted from it."""

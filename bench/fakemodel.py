@@ -47,6 +47,16 @@ class Recorder:
     wakes — a stall longer than a frame is a collector pause or the core being given to
     another process)."""
 
+    t0_ns: int
+    inbound_us: array[int]  # lead -> model latency of each stamped frame
+    inbound_at: array[int]  # and when it arrived, µs after t0_ns
+    inbound_unstamped: int
+    gc_ms: list[float]
+    gc_count: list[int]
+    gc_max_ms: list[float]
+    loop_stalls: int  # the loop woke more than 20 ms late
+    loop_max_lag_ms: float
+
     def __init__(self) -> None:
         self.replies: dict[str, list[int]] = {}  # session -> reply start times (monotonic ns)
         self.sessions_started = 0
@@ -81,13 +91,13 @@ class Recorder:
         """Start a new measurement window (reply times are kept: a window's frames may belong to a
         reply that started before it)."""
         self.t0_ns = time.monotonic_ns()
-        self.inbound_us: array[int] = array("I")  # lead -> model latency of each stamped frame
-        self.inbound_at: array[int] = array("I")  # and when it arrived, µs after t0_ns
+        self.inbound_us = array("I")
+        self.inbound_at = array("I")
         self.inbound_unstamped = 0
         self.gc_ms = [0.0, 0.0, 0.0]
         self.gc_count = [0, 0, 0]
         self.gc_max_ms = [0.0, 0.0, 0.0]
-        self.loop_stalls = 0  # the loop woke more than 20 ms late
+        self.loop_stalls = 0
         self.loop_max_lag_ms = 0.0
 
     def dump(self, path: Path) -> dict[str, Any]:

@@ -43,7 +43,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import pipecat.transports.base_output as _base_output
 from fastapi import FastAPI, WebSocket
@@ -83,7 +83,7 @@ from leadqual.campaign import Campaign, builtin_campaign_path, load_campaign
 from leadqual.signing import TokenError, verify_bridge_token
 
 STREAM_RATE = 16_000
-RESAMPLE_QUALITY = "QQ"
+RESAMPLE_QUALITY: Literal["QQ"] = "QQ"
 
 
 def _qq_stream_resampler(**kwargs: Any) -> SOXRStreamAudioResampler:
@@ -92,7 +92,7 @@ def _qq_stream_resampler(**kwargs: Any) -> SOXRStreamAudioResampler:
 
 def use_bridge_resampler_quality() -> None:
     """Make Pipecat's output transport resample at the bridge's quality (module docstring)."""
-    _base_output.create_stream_resampler = _qq_stream_resampler  # type: ignore[assignment]
+    setattr(_base_output, "create_stream_resampler", _qq_stream_resampler)  # noqa: B010 - a module global, patched on purpose
 
 
 class DrachtioFrameSerializer(FrameSerializer):
@@ -107,7 +107,7 @@ class DrachtioFrameSerializer(FrameSerializer):
         self._out_resampler = SOXRStreamAudioResampler(quality=RESAMPLE_QUALITY, clear_after_secs=None)
         self.metadata: dict[str, Any] = {}
 
-    async def setup(self, setup: FrameProcessorSetup) -> None:
+    async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]  # Pipecat's own signature
         self._pipeline_rate = setup.audio_in_sample_rate or self._stream_rate
 
     async def serialize(self, frame: Frame) -> str | bytes | None:
@@ -180,10 +180,10 @@ class FakeModelProcessor(FrameProcessor):
                     await self.push_frame(TTSStoppedFrame())
             elif isinstance(ev, Interrupted):
                 self._speaking = False
-                await self.broadcast_interruption()
+                await self.broadcast_interruption()  # type: ignore[no-untyped-call]  # untyped in Pipecat
 
     async def cleanup(self) -> None:
-        await super().cleanup()
+        await super().cleanup()  # type: ignore[no-untyped-call]  # untyped in Pipecat
         await self._model.close()
 
 
@@ -247,7 +247,7 @@ def build_app(model_factory: Callable[[], BenchModel], campaign: Campaign, live:
             check_dangling_tasks=False,
         )
 
-        @transport.event_handler("on_client_disconnected")
+        @transport.event_handler("on_client_disconnected")  # type: ignore[untyped-decorator]  # Pipecat's
         async def _gone(_transport: Any, _ws: Any) -> None:
             await worker.cancel()
 
@@ -348,7 +348,7 @@ class PipecatPeer:
         self.port = 0
 
     async def start(self) -> None:
-        self._server = await serve_asgi(self.app, self._host, 0, [SUBPROTOCOL])
+        self._server = await serve_asgi(self.app, self._host, 0, [SUBPROTOCOL])  # type: ignore[arg-type]  # ASGI's mutable mappings
         for sock in self._server.sockets:
             self.port = int(sock.getsockname()[1])
             break

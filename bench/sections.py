@@ -163,7 +163,7 @@ async def capacity_section(cfg: Any, sut_cpu: int | None, log: Log) -> dict[str,
         )
     # Run-to-run spread inside one run: the level just below capacity, measured twice (ladder and
     # half-capacity windows are different loads, so compare the CPU per call instead).
-    calib = [w.extra.get("core_calibration_ms") for w in all_windows if w.extra.get("core_calibration_ms")]
+    calib = [float(w.extra["core_calibration_ms"]) for w in all_windows if w.extra.get("core_calibration_ms")]
     if calib:
         cap_detail["core_calibration_ms"] = {"min": min(calib), "max": max(calib), "first": calib[0]}
         cap_detail["core_speed_variation_pct"] = spread_pct([min(calib), max(calib)])

@@ -189,10 +189,10 @@ async def serve(kind: str, ctl_out: Any) -> None:
     server: _Server
     if kind == "bridge":
         server = BridgeSUT(lambda: BenchModel(recorder))
-        await server.start()  # type: ignore[attr-defined]
+        await server.start()
     elif kind == "cascade":
         server = BridgeSUT(await _cascade_factory())
-        await server.start()  # type: ignore[attr-defined]
+        await server.start()
     elif kind == "pipecat":
         from loguru import logger
 

@@ -78,7 +78,7 @@ def make_event(
             "clientRequestId": label,
         }
     ).encode()
-    event = json.loads(json.dumps(template))
+    event: dict[str, Any] = json.loads(json.dumps(template))
     event["body"] = base64.b64encode(body).decode()
     event["isBase64Encoded"] = True
     event["rawQueryString"] = f"clientRequestId={label}"
@@ -300,7 +300,7 @@ def warm_calls(calls: int, log: Log) -> dict[str, Any]:
     )
 
     class NullMetrics:
-        def add(self, name: str, value: float = 1, **kw: Any) -> None:
+        def add(self, name: str, value: float = 1, unit: str = "Count") -> None:
             pass
 
     def deps_for(store: Any) -> Any:
@@ -325,7 +325,8 @@ def warm_calls(calls: int, log: Log) -> dict[str, Any]:
         _warm_run(app.handle, deps_for(mem), events[:20])  # first calls load the campaign, warm caches
         mem2 = MemoryAnswerStore()
         mem2.seed(ids)
-        halves = [_warm_run(app.handle, deps_for(mem2), part) for part in np.array_split(np.array(events), 2)]
+        half = len(events) // 2
+        halves = [_warm_run(app.handle, deps_for(mem2), part) for part in (events[:half], events[half:])]
         times = np.concatenate(halves)
         moto_n = min(200, calls)
         with moto_table() as (_endpoint, _table, store):
