@@ -14,10 +14,8 @@ count the hand-off as a transfer: the lead becomes `callback_requested` with the
 callback is scheduled (leadqual.accounting).
 
 The supervise_barge campaign sets `transfer.whisper: false`, i.e. the strategy as §4 defines it
-(POST supervision in mode `barge`). With the default `whisper: true` the rep joins in whisper
-mode; against this simulator the rep then hangs up before the bridge PATCHes to barge and the
-lead never hears them (the simulator answers the PATCH while the rep still rings, where the
-bridge expects a 409, and its rep does not wait for barge). Not covered here: see the report.
+(POST supervision in mode `barge`); the default `whisper: true` path (join in whisper, speak a
+summary once the rep is on the line, PATCH to barge) is tests/e2e/test_supervision_whisper.py.
 """
 
 from __future__ import annotations
@@ -90,8 +88,7 @@ def _write_inputs(folder: Path, tag: str) -> tuple[Path, list[Path], Path]:
     assert base["transfer"]["reps"] == [REP]
     for strategy, campaign_id in CAMPAIGN_IDS.items():
         # The strategy as SAUTIKIT.md §4 defines it: supervise_barge POSTs mode `barge`. The
-        # campaign default `whisper: true` (join in whisper, speak a summary, PATCH to barge) is
-        # another path; see the module docstring.
+        # campaign default `whisper: true` is covered by test_supervision_whisper.py.
         transfer = {**base["transfer"], "strategy": strategy, "whisper": False}
         data = {**base, "id": campaign_id, "transfer": transfer}
         path = folder / f"{campaign_id}.yaml"
