@@ -128,8 +128,8 @@ async def capacity_section(cfg: Any, sut_cpu: int | None, log: Log) -> dict[str,
             "calls": w.calls,
             "lead_to_model_ms": summary_ms(w.inbound_net_ms - w.baseline_ms),
             "model_to_lead_ms": summary_ms(w.outbound_net_ms - w.baseline_ms),
-            "raw_p99_ms_with_machine_stalls": pct(
-                np.concatenate([w.inbound_ms, w.outbound_ms]) - w.baseline_ms, 99
+            "raw_p99_ms_with_machine_stalls": round(
+                pct(np.concatenate([w.inbound_ms, w.outbound_ms]) - w.baseline_ms, 99) or 0.0, 3
             ),
             "late_excused_machine_stalls": w.late_excused,
             "late_pct": round(100 * w.late_fraction, 4),
