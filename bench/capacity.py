@@ -180,6 +180,15 @@ class CapacityResult:
         }
 
 
+def capacity_of(windows: list[Window]) -> int:
+    """The largest load that passed below every load that failed: a level that passed once and
+    failed once (near the edge, on a machine whose speed moves) does not count."""
+    failed = [w.calls for w in windows if not w.ok()]
+    ceiling = min(failed) if failed else None
+    passed = [w.calls for w in windows if w.ok() and (ceiling is None or w.calls < ceiling)]
+    return max(passed, default=0)
+
+
 def _why(w: Window) -> str:
     if w.failures:
         return f"{w.failures} calls failed to connect at {w.calls}"
@@ -282,8 +291,9 @@ async def find_capacity(
                 if w.ok():
                     break
                 result.limited_by = _why(w)
-                good = max(1, good * 95 // 100)
-            result.capacity = good
+                below = [x.calls for x in result.windows if x.ok() and x.calls < good]
+                good = max(below) if below and max(below) >= good * 90 // 100 else max(1, good * 95 // 100)
+            result.capacity = capacity_of(result.windows)
     result.seconds = time.monotonic() - t_start
     return result
 

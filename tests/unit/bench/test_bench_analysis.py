@@ -143,3 +143,19 @@ def test_goal_direction() -> None:
     assert not report.GOALS["ttfw_p95_ms"].met(151.0)
     assert report.GOALS["dialer_batch_speedup"].met(5.0)
     assert report.GOALS["webhook_cold_ms"].miss_pct(500.0) == pytest.approx(100.0)
+
+
+def test_capacity_is_the_largest_pass_below_every_failure() -> None:
+    from bench.capacity import capacity_of
+
+    def at(calls: int, ok: bool) -> Window:
+        w = window([1.0] * 1000 if ok else [30.0] * 1000, [])
+        w.calls = calls
+        return w
+
+    assert capacity_of([at(50, True), at(100, True), at(200, False), at(150, True)]) == 150
+    # 250 passed once and failed once: it does not count, nor does anything above a failure.
+    runs = [at(200, True), at(300, False), at(250, True), at(275, False), at(250, False), at(237, False)]
+    assert capacity_of(runs) == 200
+    assert capacity_of([at(50, True), at(100, True)]) == 100
+    assert capacity_of([at(50, False)]) == 0
