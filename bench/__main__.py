@@ -163,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", type=Path, default=ROOT / "bench" / "README-table.md")
     parser.add_argument("--no-table-file", action="store_true", help="do not write the markdown table")
     parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="print the table and rewrite --table from --out, run nothing",
+    )
+    parser.add_argument(
         "--no-rt",
         action="store_true",
         help="do not ask for real-time scheduling of the SUT and load generator",
@@ -172,6 +177,19 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown:
         parser.error(f"unknown section(s): {', '.join(unknown)}")
+    if args.render_only:
+        results = report.previous(args.out)
+        machine = next(
+            (
+                m["detail"]["machine"]
+                for m in results.values()
+                if isinstance((m.get("detail") or {}).get("machine"), dict)
+            ),
+            report.machine_info(),
+        )
+        report.write(results, machine, args.out, None if args.no_table_file else args.table)
+        report.print_table(results, machine)
+        return 0
     cfg = Config.quick() if args.quick else Config()
     if args.no_rt:
         cfg.realtime = False
@@ -200,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = report.machine_info()
     machine["sut_core"] = sut_cpu if pinned else None
     machine["realtime_scheduling"] = bool(rt_ok)
+    machine["bench_seconds"] = results["_seconds"]
     if not args.quick:
         for key in results:
             if not key.startswith("_"):

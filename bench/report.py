@@ -232,7 +232,10 @@ def markdown(results: dict[str, Any], machine: dict[str, Any]) -> str:
     ]
     for row in rows(results):
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
-    lines += ["", f"Machine: {machine_line(machine)}. `make bench` took {_fmt(results.get('_seconds'))} s."]
+    lines += [
+        "",
+        f"Machine: {machine_line(machine)}. `make bench` took {_fmt(results.get('_seconds') or machine.get('bench_seconds'))} s.",
+    ]
     notes = closing_notes(results)
     if notes:
         lines += ["", "Where a goal is missed:", ""] + [f"- {n}" for n in notes]

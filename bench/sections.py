@@ -124,7 +124,13 @@ async def capacity_section(cfg: Any, sut_cpu: int | None, log: Log) -> dict[str,
         if w is None:
             return None, {}
         p99 = pct(w.relay_ms(), 99)
+        p_in = pct(w.inbound_net_ms - w.baseline_ms, 99)
+        p_out = pct(w.outbound_net_ms - w.baseline_ms, 99)
         return (None if p99 is None else round(p99, 3)), {
+            "limit": (
+                f"queueing behind other calls' frames in the one event loop ({100 * w.cpu:.0f}% busy at "
+                f"{w.calls} calls): p99 lead->model {p_in or 0:.1f} ms, model->lead {p_out or 0:.1f} ms"
+            ),
             "calls": w.calls,
             "lead_to_model_ms": summary_ms(w.inbound_net_ms - w.baseline_ms),
             "model_to_lead_ms": summary_ms(w.outbound_net_ms - w.baseline_ms),
@@ -179,7 +185,12 @@ async def capacity_section(cfg: Any, sut_cpu: int | None, log: Log) -> dict[str,
             b_p99,
             "ms",
             peer={"pipecat": p_p99},
-            detail={"goal": GOALS["bridge_relay_p99_ms"].text, "bridge": b_relay, "pipecat": p_relay},
+            detail={
+                "goal": GOALS["bridge_relay_p99_ms"].text,
+                "limit": b_relay.get("limit", ""),
+                "bridge": b_relay,
+                "pipecat": p_relay,
+            },
         ),
         "bridge_rss_mb_per_call": metric(
             _per_call_mb(b_level),
