@@ -178,17 +178,17 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown section(s): {', '.join(unknown)}")
     if args.render_only:
-        results = report.previous(args.out)
-        machine = next(
+        stored = report.previous(args.out)
+        stored_machine = next(
             (
                 m["detail"]["machine"]
-                for m in results.values()
+                for m in stored.values()
                 if isinstance((m.get("detail") or {}).get("machine"), dict)
             ),
             report.machine_info(),
         )
-        report.write(results, machine, args.out, None if args.no_table_file else args.table)
-        report.print_table(results, machine)
+        report.write(stored, stored_machine, args.out, None if args.no_table_file else args.table)
+        report.print_table(stored, stored_machine)
         return 0
     cfg = Config.quick() if args.quick else Config()
     if args.no_rt:
