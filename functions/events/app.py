@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler import Response
 
 from leadqual.accounting import Accountant
 from leadqual.dialing import CampaignCatalog
-from leadqual.http_api import map_webhook_errors, raw_body, resolve
+from leadqual.http_api import HttpResolver, map_webhook_errors, raw_body, resolve
 from leadqual.observability import MetricsSink, PowertoolsSink, logger, metrics, tracer
 from leadqual.queue import LeadQueue
 from leadqual.sautikit import SautikitClient
@@ -57,9 +57,9 @@ def _default_deps() -> Deps:
     return _deps
 
 
-def make_app() -> APIGatewayHttpResolver:
+def make_app() -> HttpResolver:
     """Both routes and the domain errors' statuses. One resolver per thread (see `handle`)."""
-    app = APIGatewayHttpResolver()
+    app = HttpResolver()
 
     @app.post("/events")
     @app.post("/stream-status")

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler import Response
 
 from leadqual.answering import VoiceAnswerer, VoiceConfig, with_query
 from leadqual.dialing import CampaignCatalog
-from leadqual.http_api import map_webhook_errors, raw_body, resolve
+from leadqual.http_api import HttpResolver, map_webhook_errors, raw_body, resolve
 from leadqual.observability import MetricsSink, PowertoolsSink, logger, metrics, tracer
 from leadqual.settings import VoiceSettings
 from leadqual.store import DynamoStore
@@ -64,9 +64,9 @@ def _default_deps() -> Deps:
     return _deps
 
 
-def make_app() -> APIGatewayHttpResolver:
+def make_app() -> HttpResolver:
     """The route and the domain errors' statuses. One resolver per thread (see `handle`)."""
-    app = APIGatewayHttpResolver()
+    app = HttpResolver()
 
     @app.post("/voice")
     def voice() -> Response[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -15,6 +15,39 @@ from leadqual.signing import SignatureError
 from leadqual.webhooks import WebhookError
 
 _resolvers = threading.local()
+
+
+class HttpResolver(APIGatewayHttpResolver):
+    """Powertools' resolver, with the current event kept per thread.
+
+    Powertools keeps the event being resolved on the BaseRouter *class*: right in Lambda, where a
+    process serves one invocation at a time, but the local API emulator serves several requests at
+    once, and one request's handler would read another's event (a busy callback answered with the
+    stream meant for another call)."""
+
+    _state = threading.local()
+
+    # Per-thread properties over Powertools' class attributes.
+    @property
+    def current_event(self) -> Any:
+        return self._state.event
+
+    @current_event.setter
+    def current_event(self, value: Any) -> None:
+        self._state.event = value
+
+    @property
+    def lambda_context(self) -> Any:
+        return self._state.context
+
+    @lambda_context.setter
+    def lambda_context(self, value: Any) -> None:
+        self._state.context = value
+
+    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        self._state.event = self._to_proxy_event(dict(event))
+        self._state.context = context
+        return super().resolve(event, context)
 
 
 def raw_body(event: dict[str, Any]) -> bytes:
@@ -40,11 +73,11 @@ def map_webhook_errors(app: APIGatewayHttpResolver, what: str) -> None:
 
 
 def resolve(
-    make_app: Callable[[], APIGatewayHttpResolver], event: dict[str, Any], context: Any, deps: Any
+    make_app: Callable[[], HttpResolver], event: dict[str, Any], context: Any, deps: Any
 ) -> dict[str, Any]:
-    # A resolver keeps the current event on itself: Lambda runs one invocation at a time, but the
-    # local API emulator serves requests on several threads, so each thread gets its own.
-    apps: dict[Callable[[], APIGatewayHttpResolver], APIGatewayHttpResolver] = getattr(_resolvers, "apps", {})
+    # The resolver keeps its context (the deps) on itself, and the local API emulator serves
+    # requests on several threads: each thread gets its own resolver.
+    apps: dict[Callable[[], HttpResolver], HttpResolver] = getattr(_resolvers, "apps", {})
     _resolvers.apps = apps
     app = apps.get(make_app)
     if app is None:
