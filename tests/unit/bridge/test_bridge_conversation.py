@@ -233,11 +233,12 @@ async def test_the_engine_hears_nobody_while_the_rep_is_brought_in(example_campa
     await h.until(lambda: len(carrier.reads) >= 2)
     assert h.conv is not None
     heard = h.engine.audio_in_bytes
+    interruptions = list(h.engine.interrupted_at)  # any from the interview itself are not the point
     for _ in range(3):
         await h.speak(400, 200)
     await h.until(lambda: h.conv is not None and h.conv.result.silent)
     assert h.engine.audio_in_bytes == heard
-    assert h.engine.interrupted_at == []
+    assert h.engine.interrupted_at == interruptions
     assert h.engine.said[-1].startswith("I'm connecting you with")
     assert h.ws is not None
     h.ws.carrier_closes()
