@@ -211,8 +211,8 @@ async def find_capacity(
     confirm: int = 2,
 ) -> CapacityResult:
     """Step up `ladder` until a level fails, then bisect between the last good and first bad level
-    `refine` times, then confirm the result in a fresh window (stepping down 5% if that fails, at
-    most `confirm` windows). The ladder stops early when the time budget runs out."""
+    `refine` times, then confirm the result in a fresh window (stepping down 8% while that fails,
+    up to `confirm` + 1 failures). The ladder stops early when the time budget runs out."""
     t_start = time.monotonic()
     result = CapacityResult(kind, 0)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, _stall_watch(cpu, Path(tmp)) as stalls:
@@ -269,11 +269,11 @@ async def find_capacity(
                         hi = mid
                         result.limited_by = _why(w)
                 good = lo
-            # Confirm: a level that passed once near the edge may have been lucky. Measure it
-            # again; if it fails, step down 5% and try once more.
-            for _ in range(confirm):
-                if good <= 0:
-                    break
+            # Confirm: a level that passed once near the edge may have been lucky. Measure it again;
+            # while it fails, step down 8% and measure again (at most `confirm` failures), so the
+            # result is always a level that passed in a fresh window below every level that failed.
+            failures = 0
+            while good > 0 and confirm > 0:
                 await _fresh_calls(lg, settle_s)
                 w = await measure_window(
                     lg,
@@ -291,8 +291,10 @@ async def find_capacity(
                 if w.ok():
                     break
                 result.limited_by = _why(w)
-                below = [x.calls for x in result.windows if x.ok() and x.calls < good]
-                good = max(below) if below and max(below) >= good * 90 // 100 else max(1, good * 95 // 100)
+                failures += 1
+                if failures > confirm:
+                    break
+                good = max(1, good * 92 // 100)
             result.capacity = capacity_of(result.windows)
     result.seconds = time.monotonic() - t_start
     return result
