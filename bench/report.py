@@ -163,6 +163,12 @@ def closing_notes(results: dict[str, Any]) -> list[str]:
         if key == "bridge_calls_per_core":
             if detail.get("profile_note"):
                 extra += f"; {detail['profile_note']}"
+            gc_ms, gc_at = full_gc_pause(detail)
+            if gc_ms > 20:
+                extra += (
+                    f"; a full garbage collection stopped the bridge for {gc_ms:.0f} ms at {gc_at} calls "
+                    "(gc.freeze() after start-up would take the start-up heap out of what it scans)"
+                )
             variation = detail.get("core_speed_variation_pct")
             if variation is not None and variation > 15:
                 extra += (
@@ -185,6 +191,16 @@ def closing_notes(results: dict[str, Any]) -> list[str]:
                     + ("" if not goal.met(value) else extra)
                 )
     return notes
+
+
+def full_gc_pause(detail: dict[str, Any]) -> tuple[float, int | None]:
+    """The longest generation-2 collection the bridge's process made in any capacity window."""
+    worst, at = 0.0, None
+    for step in (detail.get("bridge") or {}).get("steps", []):
+        pauses = (step.get("sut_gc_pauses") or {}).get("max_ms") or []
+        if len(pauses) > 2 and pauses[2] > worst:
+            worst, at = float(pauses[2]), step.get("calls")
+    return worst, at
 
 
 def print_table(results: dict[str, Any], machine: dict[str, Any]) -> None:

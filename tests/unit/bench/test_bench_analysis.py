@@ -159,3 +159,16 @@ def test_capacity_is_the_largest_pass_below_every_failure() -> None:
     assert capacity_of(runs) == 200
     assert capacity_of([at(50, True), at(100, True)]) == 100
     assert capacity_of([at(50, False)]) == 0
+
+
+def test_a_long_full_collection_in_any_window_is_named_in_the_note() -> None:
+    results = sample_results()
+    detail = results["bridge_calls_per_core"]["detail"]  # type: ignore[index]
+    detail["bridge"] = {
+        "steps": [
+            {"calls": 200, "sut_gc_pauses": {"max_ms": [1.0, 2.0, 0.0]}},
+            {"calls": 250, "sut_gc_pauses": {"max_ms": [1.0, 2.0, 188.5]}},
+        ]
+    }
+    notes = report.closing_notes(results)
+    assert any("full garbage collection stopped the bridge for 188 ms at 250 calls" in n for n in notes)
