@@ -217,8 +217,9 @@ async def find_capacity(
     result = CapacityResult(kind, 0)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, _stall_watch(cpu, Path(tmp)) as stalls:
         async with SutProcess(kind, cpu) as sut, LoadGenerator("127.0.0.1", sut.port, secret=SECRET) as lg:
-            good, bad = 0, None
-            for level in ladder:
+
+            async def step(level: int, *, confirmation: bool = False) -> Window:
+                """One measured window at `level` calls, recorded and logged."""
                 w = await measure_window(
                     lg,
                     sut,
@@ -229,8 +230,15 @@ async def find_capacity(
                     workdir=Path(tmp),
                     stalls=stalls,
                 )
+                if confirmation:
+                    w.extra["confirmation"] = True
                 result.windows.append(w)
-                log(_step_line(kind, w))
+                log(_step_line(kind, w) + (" (confirmation)" if confirmation else ""))
+                return w
+
+            good, bad = 0, None
+            for level in ladder:
+                w = await step(level)
                 if w.ok():
                     good = level
                 else:
@@ -251,18 +259,7 @@ async def find_capacity(
                         break
                     mid = (lo + hi) // 2
                     await _fresh_calls(lg, settle_s)
-                    w = await measure_window(
-                        lg,
-                        sut,
-                        mid,
-                        window_s=window_s,
-                        settle_s=settle_s,
-                        baseline_ms=baseline_ms,
-                        workdir=Path(tmp),
-                        stalls=stalls,
-                    )
-                    result.windows.append(w)
-                    log(_step_line(kind, w))
+                    w = await step(mid)
                     if w.ok():
                         lo = mid
                     else:
@@ -275,19 +272,7 @@ async def find_capacity(
             failures = 0
             while good > 0 and confirm > 0:
                 await _fresh_calls(lg, settle_s)
-                w = await measure_window(
-                    lg,
-                    sut,
-                    good,
-                    window_s=window_s,
-                    settle_s=settle_s,
-                    baseline_ms=baseline_ms,
-                    workdir=Path(tmp),
-                    stalls=stalls,
-                )
-                w.extra["confirmation"] = True
-                result.windows.append(w)
-                log(_step_line(kind, w) + " (confirmation)")
+                w = await step(good, confirmation=True)
                 if w.ok():
                     break
                 result.limited_by = _why(w)
