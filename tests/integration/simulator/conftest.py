@@ -9,6 +9,7 @@ and how it behaves on the socket, then assert on what it received and on the sim
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -239,6 +240,19 @@ class FakeApp:
         except ConnectionClosed:
             pass
         rec.close_code = ws.close_code
+
+
+async def wait_for(predicate: Callable[[], Any], limit_s: float = 10.0) -> None:
+    """Poll until `predicate()` (plain or awaitable) is truthy; a fixed sleep races a loaded machine."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, "condition never held"
+        await asyncio.sleep(0.02)
 
 
 def tone16k(seconds: float, freq: float = 440.0, amp: float = 8000.0, rate: int = 16000) -> bytes:

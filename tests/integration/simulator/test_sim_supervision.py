@@ -5,13 +5,12 @@ ear and the recording's right channel)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from conftest import API_KEY, FakeApp, WsRecord
+from conftest import API_KEY, FakeApp, WsRecord, wait_for
 
 from local.sautikit import Simulator
 from local.sautikit.audio import read_wav
@@ -41,13 +40,6 @@ async def start_call(sim: Simulator, fake_app: FakeApp) -> dict[str, Any]:
 
 def entries(view: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return [e for e in view["timeline"] if e["kind"] == kind]
-
-
-async def wait_for(predicate: Any, limit_s: float = 10.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition never held"
-        await asyncio.sleep(0.02)
 
 
 def rms(x: np.ndarray) -> float:
