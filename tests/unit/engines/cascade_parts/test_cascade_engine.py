@@ -297,10 +297,14 @@ async def test_fixed_lines_are_synthesised_ahead_and_the_opening_plays_from_the_
 ) -> None:
     tts = ToneTTS()
     engine, rec = await started(example_campaign, ScriptedSTT(), tts=tts)
-    await asyncio.sleep(0.05)
+    ahead = {"Is now a good time for three quick questions?", "Thanks for your time, Jane."}  # closing: this lead's
+
+    async def synthesised_ahead() -> None:
+        while not ahead <= set(tts.calls):
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(synthesised_ahead(), 3)
     before = list(tts.calls)
-    assert "Is now a good time for three quick questions?" in before
-    assert "Thanks for your time, Jane." in before  # the closing, rendered for this lead
     await engine.say(opening_text(ctx(example_campaign)))
     await rec.wait_count(TurnComplete, 1)
     assert tts.calls == before  # nothing new to synthesise
