@@ -297,10 +297,8 @@ async def test_fixed_lines_are_synthesised_ahead_and_the_opening_plays_from_the_
 ) -> None:
     tts = ToneTTS()
     engine, rec = await started(example_campaign, ScriptedSTT(), tts=tts)
-    ahead = {
-        "Is now a good time for three quick questions?",
-        "Thanks for your time, Jane.",
-    }  # closing: this lead's
+    # The opening question, and the closing rendered for this lead.
+    ahead = {"Is now a good time for three quick questions?", "Thanks for your time, Jane."}
     for _ in range(300):  # presynthesis runs in the background: give it up to 3 s
         if ahead <= set(tts.calls):
             break
