@@ -1176,7 +1176,7 @@ class Conversation:
     async def _record(self, res: _Result, score: Score | None) -> None:
         assert self.lead is not None
         assert res.outcome is not None
-        fields: dict[str, Any] = {"outcome": res.outcome}
+        fields: dict[str, Any] = {"outcome": res.outcome, "outcome_reason": res.reason}
         if res.transferred_to:
             fields["transferred_to"] = res.transferred_to
         if res.state is not None:

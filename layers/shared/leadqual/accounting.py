@@ -59,6 +59,7 @@ from leadqual.sautikit import CallDetails, WalletBalance
 from leadqual.webhooks import CallEvent, EventKind, dial_connected, dial_result
 
 ENDED_BEFORE_QUALIFICATION = "ended before qualification"
+CALLBACK_ASKED = "the lead asked to be called back"  # when the bridge gave no reason of its own
 TRANSFER_NOT_CONFIRMED = "transfer not confirmed: the rep leg never connected"
 NO_DIAL_COMPLETED = (
     "no DialCompleted from the carrier: verbs after <Stream> did not run; "
@@ -290,13 +291,15 @@ class Accountant:
         now = self.clock()
         if state is CallState.COMPLETED:
             self._report_wallet()
-            outcome = self._bridge_outcome(lead_id, attempt, wait=billed > 0)
-            if outcome is None:
+            decided = self._bridge_decision(lead_id, attempt, wait=billed > 0)
+            if decided is None:
                 self.store.set_outcome(lead_id, Outcome.COLD_CLOSED, reason=ENDED_BEFORE_QUALIFICATION)
                 self.store.set_status(lead_id, LeadStatus.DONE, reason=ENDED_BEFORE_QUALIFICATION)
                 self.metrics.add("LeadsCold")
                 logger.info("call ended before qualification", extra=log)
                 return
+            outcome = decided.outcome
+            assert outcome is not None  # _bridge_decision returns only decided records
             if (
                 outcome is Outcome.HOT_TRANSFERRED
                 and campaign.transfer.strategy is TransferStrategy.DIAL_AFTER_STREAM
@@ -305,8 +308,10 @@ class Accountant:
                 self._transfer_not_confirmed(profile, campaign, attempt, why, now, log)
                 return
             if outcome is Outcome.CALLBACK_REQUESTED:
-                rule = campaign.retries.callback_requested
-                if self._retry(profile, campaign, attempt, rule, "the lead asked to be called back", now):
+                # A transfer that failed says why; that must outlive the retry's scheduling.
+                said = decided.outcome_reason
+                reason = said if said and said != Outcome.CALLBACK_REQUESTED.value else CALLBACK_ASKED
+                if self._retry(profile, campaign, attempt, campaign.retries.callback_requested, reason, now):
                     return
             self.store.set_status(lead_id, LeadStatus.DONE)
             logger.info("call completed", extra={**log, "outcome": outcome.value, "billed_seconds": billed})
@@ -338,7 +343,7 @@ class Accountant:
         if not self._retry(profile, campaign, attempt, campaign.retries.callback_requested, reason, now):
             self.store.set_status(lead_id, LeadStatus.DONE, reason=reason)
         # Last: until this is written, a redelivered event decides again from the bridge's word.
-        self.store.update_call(lead_id, attempt, outcome=Outcome.CALLBACK_REQUESTED)
+        self.store.update_call(lead_id, attempt, outcome=Outcome.CALLBACK_REQUESTED, outcome_reason=reason)
 
     def _retry(
         self,
@@ -393,12 +398,13 @@ class Accountant:
                 self.sleep(min(cfg.cdr_max_delay_s, cfg.cdr_delay_s * 2**i))
         return details
 
-    def _bridge_outcome(self, lead_id: str, attempt: int, *, wait: bool) -> Outcome | None:
+    def _bridge_decision(self, lead_id: str, attempt: int, *, wait: bool) -> CallRecord | None:
+        """The call record once the bridge has written its outcome; None if it never does in time."""
         deadline = self.monotonic() + (self.config.outcome_grace_s if wait else 0)
         while True:
             record = self.store.get_call(lead_id, attempt)
             if record is not None and record.outcome is not None:
-                return record.outcome
+                return record
             if self.monotonic() >= deadline:
                 return None
             self.sleep(0.2)

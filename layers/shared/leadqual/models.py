@@ -178,6 +178,9 @@ class CallRecord(BaseModel):
     cost_minor: int | None = None
     cost_currency: str | None = None
     outcome: Outcome | None = None
+    # Why this attempt ended as it did, in the bridge's (or the accountant's) words; the lead's
+    # profile keeps only the latest reason, which a retry's scheduling replaces.
+    outcome_reason: str | None = None
     transferred_to: str | None = None  # the rep the bridge handed over to (attempted, not confirmed)
     # The carrier's word on the rep leg of a `<Dial>` transfer (DialCompleted's dialStatus as sent,
     # and that leg's seconds); None while it has not reported. See leadqual.accounting.

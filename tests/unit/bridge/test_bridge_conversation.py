@@ -296,6 +296,7 @@ async def test_a_rep_who_will_not_join_fails_the_transfer_at_once(
     assert h.store.outcomes["L1"][0] is Outcome.CALLBACK_REQUESTED
     assert h.store.outcomes["L1"][2] == reason
     assert "transferred_to" not in h.store.calls[("L1", 1)]
+    assert h.store.calls[("L1", 1)]["outcome_reason"] == reason  # per attempt: the retry keeps it
 
 
 async def test_barge_without_whisper_counts_as_transferred_only_once_the_rep_is_on(

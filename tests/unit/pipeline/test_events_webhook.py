@@ -276,8 +276,8 @@ def test_a_callback_request_schedules_a_call_tomorrow(
     accountant: Accountant, store: DynamoStore, carrier: FakeCarrier, aws: Aws, clock: Clock
 ) -> None:
     in_call(store)
-    store.update_call("lead-0001", 1, outcome=Outcome.CALLBACK_REQUESTED)
-    store.set_outcome("lead-0001", Outcome.CALLBACK_REQUESTED, reason="driving")
+    store.update_call("lead-0001", 1, outcome=Outcome.CALLBACK_REQUESTED, outcome_reason="callback_requested")
+    store.set_outcome("lead-0001", Outcome.CALLBACK_REQUESTED, reason="callback_requested")
     carrier.details[CALL_ID] = [cdr("completed", 20, 100)]
 
     accountant.handle(envelope("call.completed", "completed"))
@@ -287,6 +287,29 @@ def test_a_callback_request_schedules_a_call_tomorrow(
     profile = store.get_lead("lead-0001")
     assert profile is not None
     assert profile.status is LeadStatus.RETRY_SCHEDULED
+    assert profile.reason == "the lead asked to be called back"
+
+
+def test_a_failed_transfer_keeps_its_reason_through_the_callback_it_schedules(
+    accountant: Accountant, store: DynamoStore, carrier: FakeCarrier, aws: Aws
+) -> None:
+    in_call(store)
+    why = "transfer failed: the rep was busy"
+    store.update_call("lead-0001", 1, outcome=Outcome.CALLBACK_REQUESTED, outcome_reason=why)
+    store.set_outcome("lead-0001", Outcome.CALLBACK_REQUESTED, reason=why)
+    carrier.details[CALL_ID] = [cdr("completed", 40, 200)]
+
+    accountant.handle(envelope("call.completed", "completed"))
+
+    [sent] = aws.sqs.take()
+    assert parse_message(sent["MessageBody"]).reason == why
+    profile = store.get_lead("lead-0001")
+    assert profile is not None
+    assert (profile.status, profile.outcome, profile.reason) == (
+        LeadStatus.RETRY_SCHEDULED,
+        Outcome.CALLBACK_REQUESTED,
+        why,
+    )
 
 
 def test_progress_events_and_stream_statuses_update_the_call(
@@ -424,6 +447,9 @@ def test_a_dial_the_rep_never_connected_becomes_a_callback_naming_the_dial_statu
     assert profile.outcome is Outcome.CALLBACK_REQUESTED
     assert profile.reason == f"{TRANSFER_NOT_CONFIRMED} (dialStatus={status})"
     assert profile.status is LeadStatus.RETRY_SCHEDULED
+    call = store.get_call("lead-0001", 1)
+    assert call is not None
+    assert (call.outcome, call.outcome_reason) == (Outcome.CALLBACK_REQUESTED, profile.reason)
     assert sleeps.calls == [], "a reported result is final: no waiting"
     assert sink.total("TransfersUnconfirmed") == 1
 
