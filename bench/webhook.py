@@ -290,7 +290,7 @@ def _warm_run(handle: Callable[..., Any], deps: Any, events: list[dict[str, Any]
 def warm_calls(calls: int, log: Log) -> dict[str, Any]:
     from functions.voice import app
     from leadqual.answering import VoiceAnswerer, VoiceConfig
-    from leadqual.dialing import CampaignCatalog
+    from leadqual.campaign import CampaignCatalog
     from leadqual.observability import logger
     from leadqual.settings import builtin_campaigns_dir
 

@@ -73,6 +73,6 @@ def handle(event: dict[str, Any], context: Any, *, runner: BatchRunner | None = 
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-@tracer.capture_lambda_handler
+@tracer().capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return handle(event, context)

@@ -15,7 +15,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 
 from leadqual.accounting import Accountant
-from leadqual.dialing import CampaignCatalog
+from leadqual.campaign import CampaignCatalog
 from leadqual.http_api import HttpResolver, map_webhook_errors, raw_body, resolve
 from leadqual.observability import MetricsSink, PowertoolsSink, logger, metrics, tracer
 from leadqual.queue import LeadQueue
@@ -84,6 +84,6 @@ def handle(event: dict[str, Any], context: Any, *, deps: Deps | None = None) -> 
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-@tracer.capture_lambda_handler
+@tracer().capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return handle(event, context)

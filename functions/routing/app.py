@@ -43,6 +43,6 @@ def handle(event: dict[str, Any], context: Any, *, deps: Deps | None = None) -> 
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@tracer().capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return handle(event, context)

@@ -2,7 +2,8 @@
 
 Thin: a Powertools resolver maps the route and the domain errors to statuses (401 for a bad
 signature, 400 for an unreadable body); adapters are built once per container on first use.
-Tests call `handle(event, context, deps=…)`.
+Tests call `handle(event, context, deps=…)`. No X-Ray SDK here (see `leadqual.observability.tracer`):
+the lead hears nothing until this answers, and the SDK's import alone is a quarter of a second.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 
 from leadqual.answering import VoiceAnswerer, VoiceConfig, with_query
-from leadqual.dialing import CampaignCatalog
+from leadqual.campaign import CampaignCatalog
 from leadqual.http_api import HttpResolver, map_webhook_errors, raw_body, resolve
-from leadqual.observability import MetricsSink, PowertoolsSink, logger, metrics, tracer
+from leadqual.observability import MetricsSink, PowertoolsSink, logger, metrics
 from leadqual.settings import VoiceSettings
 from leadqual.store import DynamoStore
 from leadqual.webhooks import parse_callback, verify_request
@@ -90,6 +91,5 @@ def handle(event: dict[str, Any], context: Any, *, deps: Deps | None = None) -> 
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-@tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return handle(event, context)

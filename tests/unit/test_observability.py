@@ -196,9 +196,10 @@ def test_record_metric_uses_the_namespace_and_units() -> None:
 
 
 def test_tracer_is_inert_outside_lambda() -> None:
-    assert isinstance(tracer, Tracer)
+    assert isinstance(tracer(), Tracer)
+    assert tracer() is tracer()
 
-    @tracer.capture_method
+    @tracer().capture_method
     def work() -> int:
         return 7
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from datetime import time
 from enum import StrEnum
 from importlib import resources
@@ -26,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from leadqual.errors import ConfigError, InvalidLead
 from leadqual.models import AnswerValue, EndReason, Lead
 
 
@@ -490,3 +492,30 @@ def json_schema() -> str:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "leadqual campaign"
     return json.dumps(schema, indent=2, sort_keys=True, default=str)
+
+
+class CampaignCatalog:
+    """Campaign files by id from one directory (`<id>.yaml`), loaded once per process."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self._cache: dict[str, Campaign] = {}
+        self._lock = threading.Lock()
+
+    def get(self, campaign_id: str) -> Campaign:
+        """The campaign; InvalidLead (permanent) when there is no such file, ConfigError when the
+        file does not validate."""
+        with self._lock:
+            cached = self._cache.get(campaign_id)
+        if cached is not None:
+            return cached
+        path = self.directory / f"{campaign_id}.yaml"
+        if not path.is_file():
+            raise InvalidLead(f"unknown campaign {campaign_id!r}", field="campaign")
+        try:
+            campaign = load_campaign(path)
+        except CampaignError as exc:
+            raise ConfigError(f"campaign {campaign_id!r} does not validate: {exc}") from exc
+        with self._lock:
+            self._cache[campaign_id] = campaign
+        return campaign

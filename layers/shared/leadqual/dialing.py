@@ -44,18 +44,16 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from leadqual.campaign import Campaign, CampaignError, load_campaign
+from leadqual.campaign import CampaignCatalog
 from leadqual.compliance import Allowed, Deferred, Rejected, evaluate, normalise_phone
 from leadqual.errors import InvalidLead, LeadqualError, SautikitError
 from leadqual.models import (
@@ -75,47 +73,10 @@ IDEMPOTENCY_TTL_S = 2 * 86_400  # well past SQS retention of a redelivery, short
 BATCH_WORKERS = 10  # the template's BatchSize: every lead of a batch dials at once
 
 
-class ConfigError(LeadqualError):
-    """Our own configuration is broken (e.g. a campaign file that does not validate). Retryable:
-    the message waits (and ends in the DLQ) until the configuration is fixed and redeployed."""
-
-    default_retryable = True
-
-
 class DialInProgress(LeadqualError):
     """Another delivery of this very attempt is dialling right now; try again later."""
 
     default_retryable = True
-
-
-# --- campaigns ------------------------------------------------------------------------------------
-
-
-class CampaignCatalog:
-    """Campaign files by id from one directory (`<id>.yaml`), loaded once per process."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
-        self._cache: dict[str, Campaign] = {}
-        self._lock = threading.Lock()
-
-    def get(self, campaign_id: str) -> Campaign:
-        """The campaign; InvalidLead (permanent) when there is no such file, ConfigError when the
-        file does not validate."""
-        with self._lock:
-            cached = self._cache.get(campaign_id)
-        if cached is not None:
-            return cached
-        path = self.directory / f"{campaign_id}.yaml"
-        if not path.is_file():
-            raise InvalidLead(f"unknown campaign {campaign_id!r}", field="campaign")
-        try:
-            campaign = load_campaign(path)
-        except CampaignError as exc:
-            raise ConfigError(f"campaign {campaign_id!r} does not validate: {exc}") from exc
-        with self._lock:
-            self._cache[campaign_id] = campaign
-        return campaign
 
 
 # --- ports ----------------------------------------------------------------------------------------

@@ -31,6 +31,13 @@ class InvalidLead(LeadqualError):
         self.field = field
 
 
+class ConfigError(LeadqualError):
+    """Our own configuration is broken (e.g. a campaign file that does not validate). Retryable:
+    the message waits (and ends in the DLQ) until the configuration is fixed and redeployed."""
+
+    default_retryable = True
+
+
 class ComplianceError(LeadqualError):
     """A lead that must not be called (no opt-in, do-not-call, unknown time zone). Permanent."""
 

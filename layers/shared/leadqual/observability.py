@@ -1,23 +1,27 @@
 """The one place for Powertools logging, metrics and tracing, and for keeping phone numbers out
 of logs.
 
-`logger`, `metrics` and `tracer` are shared instances (Powertools reads POWERTOOLS_SERVICE_NAME
-and friends itself). Every record the `logger` writes goes through `MaskingFormatter`, which
+`logger` and `metrics` are shared instances and `tracer()` the shared X-Ray tracer, made on
+first use (Powertools reads POWERTOOLS_SERVICE_NAME and friends itself). Every record the `logger` writes goes through `MaskingFormatter`, which
 masks phone numbers in the message, in extra fields (nested too) and in exception text.
 Stdlib loggers (the bridge, libraries) get the same with `PhoneMaskFilter`.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from aws_lambda_powertools.metrics import MetricUnit
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
 
 NAMESPACE = "Leadqual"
 # The one metric dimension the dashboard, alarms and autoscaling select on (template.yaml).
@@ -150,7 +154,19 @@ logger = make_logger(SERVICE)
 # Named here, not only through POWERTOOLS_SERVICE_NAME, so metrics carry service=leadqual wherever
 # the module is imported first (the local stack, tests) and the dashboard still sees them.
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
-tracer = Tracer()  # disabled outside Lambda (Powertools checks LAMBDA_TASK_ROOT itself)
+
+
+@functools.cache
+def tracer() -> Tracer:
+    """The X-Ray tracer (inert outside Lambda: Powertools checks LAMBDA_TASK_ROOT itself).
+
+    Made on first use, not at import: importing the X-Ray SDK builds its sampling clients, about
+    a quarter of a second of a cold start. The voice webhook, which a lead waits on in silence,
+    never makes one; Lambda's active tracing still records its invocations.
+    """
+    from aws_lambda_powertools import Tracer
+
+    return Tracer()
 
 
 def record_metric(name: Metric, value: float = 1, *, into: Metrics | None = None) -> None:

@@ -105,7 +105,7 @@ def test_signed_sample_event_verifies_and_names_its_lead() -> None:
 def test_voice_handler_answers_a_stream_from_the_memory_store() -> None:
     from functions.voice import app
     from leadqual.answering import VoiceAnswerer, VoiceConfig
-    from leadqual.dialing import CampaignCatalog
+    from leadqual.campaign import CampaignCatalog
     from leadqual.settings import builtin_campaigns_dir
     from local.lambda_runtime import LambdaContext
 

@@ -15,8 +15,7 @@ from moto import mock_aws
 from moto.dynamodb.models import DynamoDBBackend
 from pipeline_fakes import NAIROBI, REGION, Aws, Clock, FakeCarrier, RecordingSink
 
-from leadqual.campaign import builtin_campaign_path
-from leadqual.dialing import CampaignCatalog
+from leadqual.campaign import CampaignCatalog, builtin_campaign_path
 from leadqual.queue import LeadQueue
 from leadqual.store import DynamoStore
 

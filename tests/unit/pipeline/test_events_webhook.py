@@ -22,7 +22,7 @@ from leadqual.accounting import (
     AccountingConfig,
     EventResult,
 )
-from leadqual.dialing import CampaignCatalog
+from leadqual.campaign import CampaignCatalog
 from leadqual.models import CallRecord, CallState, Lead, LeadStatus, Outcome, Score, Verdict
 from leadqual.queue import LeadQueue, parse_message
 from leadqual.sautikit import CallDetails

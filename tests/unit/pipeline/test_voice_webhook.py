@@ -16,7 +16,7 @@ from pipeline_fakes import FROM, REP, Aws, Clock, FakeContext, RecordingSink
 
 from functions.voice import app as voice_app
 from leadqual.answering import VoiceAnswerer, VoiceConfig
-from leadqual.dialing import CampaignCatalog
+from leadqual.campaign import CampaignCatalog
 from leadqual.models import CallRecord, CallState, Lead, LeadStatus
 from leadqual.signing import sign_webhook, verify_bridge_token
 from leadqual.store import DynamoStore
@@ -415,3 +415,16 @@ def test_an_unreadable_body_is_a_400(answerer: VoiceAnswerer, sink: RecordingSin
 
 def _raw(event: dict[str, Any]) -> bytes:
     return base64.b64decode(event["body"]) if event["isBase64Encoded"] else event["body"].encode()
+
+
+def test_the_voice_function_loads_without_the_xray_sdk_or_the_carrier_client() -> None:
+    """The lead waits in silence for this function; on a cold start every import is theirs to hear.
+    The X-Ray SDK (a quarter of a second: it builds sampling clients) and the dialer's modules
+    (httpx, phonenumbers' time zones) are not needed to answer."""
+    import subprocess
+    import sys
+
+    heavy = ["aws_xray_sdk", "httpx", "leadqual.dialing", "leadqual.sautikit", "leadqual.compliance"]
+    code = f"import sys, functions.voice.app; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
