@@ -103,6 +103,10 @@ log = logging.getLogger("bridge")
 SPEECH_PEAK = 1200  # peak sample above which an inbound frame counts as the lead speaking
 DROP_GAP_S = 0.5  # after a barge-in, agent audio arriving within this gap is the interrupted reply
 RELAY_LATE_S = 0.020
+# A voicemail box records only after its greeting and beep: a message starts once the line has been
+# quiet this long (the beep is sound too), or after the longest greeting we wait out.
+VOICEMAIL_QUIET_S = 1.0
+VOICEMAIL_WAIT_MAX_S = 20.0
 LINE_TIMEOUT_MIN_S = 8.0  # how long a closing line may take to be generated before we act anyway
 BARGE_PATCH_LIMIT_S = 5.0  # how long a 409 (a conflicting change in flight) may hold up the switch to barge
 # A supervisor status that means the rep will not join (anything but ringing, active or unknown).
@@ -308,6 +312,7 @@ class Conversation:
         self._last_audio_at = 0.0
         self._silent = False
         self._deaf = False  # handing over to a rep: nothing from the call reaches the engine
+        self._awaiting_beep = False  # deaf, but still timing the voicemail greeting's end
 
         # The lead's speech, for silence and model latency.
         self._last_speech = self.opened_at
@@ -470,6 +475,8 @@ class Conversation:
                 engine = self._engine
                 if engine is None or self._silent or self._engine_dead or self._deaf:
                     m.frames_not_relayed += 1
+                    if self._awaiting_beep and peak(data) >= SPEECH_PEAK:
+                        self._last_speech = loop_time()
                     continue
                 rs = self._in_rs
                 if rs is not None:
@@ -820,6 +827,8 @@ class Conversation:
         if ending.kind is EndKind.HOT:
             self._track(self._notify_rep(ending))
         if ending.line:
+            if ending.end_reason is EndReason.VOICEMAIL:
+                await self._wait_for_the_beep()
             await self._speak(ending.line)
         # Decided: the transcript is on the call record before the call is handed on or hung up.
         await self._save_transcript()
@@ -827,6 +836,25 @@ class Conversation:
             await self._hangup()
         else:
             await self._transfer(ending)
+
+    async def _wait_for_the_beep(self) -> None:
+        """Hold a voicemail message until the box records: the greeting detected the machine early,
+        and whatever is said before the beep is lost. The model hears nothing meanwhile."""
+        self._deaf = self._awaiting_beep = True
+        loop = self._loop
+        deadline = loop.time() + VOICEMAIL_WAIT_MAX_S
+        try:
+            while (now := loop.time()) < deadline:
+                quiet_for = now - max(self._last_speech, self.clock.play_end)
+                if quiet_for >= VOICEMAIL_QUIET_S:
+                    return
+                await asyncio.sleep(min(VOICEMAIL_QUIET_S - quiet_for, deadline - now))
+            log.warning(
+                "voicemail greeting never ended; leaving the message anyway",
+                extra={"session_id": self.session_id},
+            )
+        finally:
+            self._awaiting_beep = False
 
     async def _speak(self, line: str) -> None:
         """Say a line through the engine (or the local voice when the engine is gone) and return
