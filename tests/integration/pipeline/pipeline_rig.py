@@ -21,6 +21,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from leadqual.dialing import Dialer
+from leadqual.models import LeadStatus
 from leadqual.signing import TokenError, verify_bridge_token
 from leadqual.store import DynamoStore
 from local.lambda_runtime import ApiGatewayEmulator, SqsPoller
@@ -283,6 +284,13 @@ class Rig:
         for page in self.dynamodb.get_paginator("scan").paginate(TableName=self.resources.table_name):
             items.extend(page["Items"])
         return sorted(items, key=lambda i: (i["PK"]["S"], i["SK"]["S"]))
+
+
+def finished(rig: Rig, lead_id: str, attempt: int = 1) -> bool:
+    """The attempt is billed and the lead is done: accounting has run to the end."""
+    call = rig.store.get_call(lead_id, attempt)
+    profile = rig.store.get_lead(lead_id)
+    return bool(call and call.billed_seconds is not None and profile and profile.status is LeadStatus.DONE)
 
 
 def lead(lead_id: str, phone: str, **extra: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from pipeline_rig import API_KEY, FROM, NAIROBI, SECRET, Rig, lead, unique, wait_for
+from pipeline_rig import API_KEY, FROM, NAIROBI, SECRET, Rig, finished, lead, unique, wait_for
 
 from leadqual.accounting import ENDED_BEFORE_QUALIFICATION
 from leadqual.cli import main
@@ -26,12 +26,6 @@ pytestmark = pytest.mark.integration
 
 def xml(text: str) -> ET.Element:
     return ET.fromstring(text)  # noqa: S314 -- our own handler's output, parsed to check its structure
-
-
-def finished(rig: Rig, lead_id: str, attempt: int = 1) -> bool:
-    call = rig.store.get_call(lead_id, attempt)
-    profile = rig.store.get_lead(lead_id)
-    return bool(call and call.billed_seconds is not None and profile and profile.status is LeadStatus.DONE)
 
 
 def test_a_lead_goes_from_the_queue_to_a_billed_call_record(pipeline: Rig) -> None:
