@@ -7,8 +7,9 @@ import json
 from typing import Any
 
 import pytest
-from bridge_harness import SID, Harness
+from bridge_harness import LEAD, SID, Harness
 
+from bridge.conversation import EndKind
 from bridge.engines.base import AudioOut, EngineFailed, Interrupted, TurnComplete
 from bridge.engines.fake import FakeEngine, FakeStep
 from bridge.protocol import KILL_AUDIO
@@ -155,6 +156,38 @@ async def test_hangup_waits_until_the_closing_line_is_heard(example_campaign: Ca
     await h.finished()
     assert h.conv is not None
     assert hung_up_at[0] >= h.conv.clock.play_end
+
+
+async def test_cold_close_keeps_the_socket_open_when_the_rest_hangup_fails(
+    example_campaign: Campaign,
+) -> None:
+    carrier = RecordingCarrier()
+    carrier.fail["hangup"] = SautikitError(503, "service.unavailable", "try again later", True)
+    h = await Harness(example_campaign, engine(COLD_SCRIPT), carrier=carrier).start()
+    assert h.ws is not None
+    await answer_all(h, 2)
+    # Both tries fail (a second apart); the bridge then stops talking and waits for the lead.
+    await h.until(lambda: carrier.methods() == ["hangup", "hangup"] and h.conv is not None and h.conv._silent)
+    # Past the grace after which a successful hang-up closes the socket (0.2 s here): still open,
+    # because closing it would let the carrier run the <Dial> after the <Stream>, a transfer.
+    await asyncio.sleep(0.5)
+    assert h.ws.closed_with is None
+    assert h.task is not None
+    assert not h.task.done()
+    assert h.engine.said[-1] == "Thanks for your time, Wanjiku. Have a great day. Goodbye."
+    h.ws.carrier_closes()  # the lead hangs up
+    await h.finished()
+    assert h.ws.closed_with is None  # never closed by the bridge, before or after
+    assert carrier.methods() == ["hangup", "hangup"]  # no supervision either
+    outcome, score, reason = h.store.outcomes["L1"]
+    assert outcome is Outcome.COLD_CLOSED
+    assert score is not None
+    assert score.verdict.value == "cold"
+    assert reason == h.store.calls[("L1", 1)]["outcome_reason"]
+    assert "transferred_to" not in h.store.calls[("L1", 1)]
+    record = json.loads(h.metrics[-1])
+    assert (record["outcome"], record["ending"]) == ("cold_closed", "cold")
+    assert "Transfers" not in record
 
 
 FAST_POLL = {"supervision_poll_s": 0.01}
@@ -529,6 +562,41 @@ async def test_silence_nudges_once_then_closes(example_campaign: Campaign) -> No
     assert h.carrier.methods() == ["hangup"]
     outcome, _, reason = h.store.outcomes["L1"]
     assert (outcome, reason) == (Outcome.COLD_CLOSED, "no response")
+
+
+async def test_max_call_length_says_the_closing_line_and_hangs_up(example_campaign: Campaign) -> None:
+    # Campaign validation allows no less than 30 s; model_copy skips it so the test takes 1.5 s.
+    limit_s = 1.5
+    campaign = example_campaign.model_copy(
+        update={"limits": example_campaign.limits.model_copy(update={"max_call_seconds": limit_s})}
+    )
+    h = Harness(campaign, engine())  # silence timeout 10 s: only the clock can end this call
+    await h.start()
+    assert h.ws is not None
+    assert h.conv is not None
+    loop = asyncio.get_running_loop()
+    hung_up_at: list[float] = []
+    ws = h.ws
+
+    def hang_up(_sid: str) -> None:
+        hung_up_at.append(loop.time())
+        ws.carrier_closes()
+
+    h.carrier.on_hangup = hang_up
+    await h.finished()
+    closing = campaign.render(campaign.lines.closing, LEAD)
+    assert h.engine.said[1:] == [closing]  # no nudge: the call was cut by length, not silence
+    assert h.carrier.methods() == ["hangup"]
+    (hung_up,) = hung_up_at
+    assert hung_up >= h.conv.opened_at + limit_s
+    assert hung_up >= h.conv.clock.play_end  # after the closing line was heard
+    assert h.ws.closed_with in (None, (1000, "call ended"))  # never the transfer close
+    outcome, _, reason = h.store.outcomes["L1"]
+    assert (outcome, reason) == (Outcome.COLD_CLOSED, "max call length")
+    assert h.conv.ending is not None
+    assert h.conv.ending.kind is EndKind.TIME_LIMIT
+    record = json.loads(h.metrics[-1])
+    assert (record["ending"], record["reason"], record["nudges"]) == ("time_limit", "max call length", 0)
 
 
 async def test_store_failure_does_not_stop_the_call(example_campaign: Campaign) -> None:
