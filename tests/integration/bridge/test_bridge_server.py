@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pytest
 
 from bridge.audio import silence, tone
+from bridge.engines.base import EngineEvent, Usage
 from bridge.engines.fake import FakeEngine, FakeStep
 from bridge.ports import BridgeConfig
 from bridge.protocol import KILL_AUDIO, SUBPROTOCOL
@@ -41,6 +42,23 @@ COLD = [
 ]
 
 
+class BilledFakeEngine(FakeEngine):
+    """The fake engine reporting each turn's cost in its Usage (as an engine that knows its
+    price does) and keeping every Usage it emits, for a test to add up."""
+
+    COST_PER_TURN_USD = 0.0125
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.usage: list[Usage] = []
+
+    def emit(self, event: EngineEvent | None) -> None:
+        if isinstance(event, Usage):
+            event = replace(event, detail={**event.detail, "cost_usd": self.COST_PER_TURN_USD})
+            self.usage.append(event)
+        super().emit(event)
+
+
 class Campaigns:
     def __init__(self, campaign: Campaign) -> None:
         self.campaign = campaign
@@ -59,6 +77,7 @@ class Bridge:
     metrics: list[str]
     script: list[FakeStep] = field(default_factory=list)
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    engine_cls: type[FakeEngine] = FakeEngine
 
     def client(self, session_id: str = SID, **kwargs: Any) -> MediaClient:
         return MediaClient.for_session(self.server.url, SECRET, session_id, **kwargs)
@@ -78,7 +97,7 @@ async def start_bridge(
 
     def factory() -> FakeEngine:
         kwargs: dict[str, Any] = {"ms_per_word": 10, "min_reply_ms": 100, **bridge.engine_kwargs}
-        eng = FakeEngine(script=bridge.script, **kwargs)
+        eng = bridge.engine_cls(script=bridge.script, **kwargs)
         engines.append(eng)
         return eng
 
@@ -126,7 +145,7 @@ async def raw_request(port: int, request: bytes, *, read_s: float = 2.0) -> byte
     return data
 
 
-def upgrade(path: str, protocols: str | None = SUBPROTOCOL) -> bytes:
+def upgrade(path: str, protocols: str | None = SUBPROTOCOL, extra: tuple[str, ...] = ()) -> bytes:
     lines = [
         f"GET {path} HTTP/1.1",
         "Host: 127.0.0.1",
@@ -137,11 +156,17 @@ def upgrade(path: str, protocols: str | None = SUBPROTOCOL) -> bytes:
     ]
     if protocols is not None:
         lines.append(f"Sec-WebSocket-Protocol: {protocols}")
+    lines.extend(extra)
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 def status_of(response: bytes) -> int:
     return int(response.split(b" ", 2)[1])
+
+
+def header_names(response: bytes) -> set[str]:
+    head = response.partition(b"\r\n\r\n")[0].decode("latin-1")
+    return {line.split(":", 1)[0].strip().lower() for line in head.split("\r\n")[1:]}
 
 
 async def wait_until(predicate: Any, limit_s: float = 5.0) -> None:
@@ -235,6 +260,17 @@ async def test_session_named_only_in_metadata_is_verified_after_the_upgrade(brid
         await bad.connect()
         assert await bad.wait_closed() == 1008
     assert len(bridge.engines) == 1
+
+
+async def test_compression_offered_by_the_client_is_not_negotiated(bridge: Bridge) -> None:
+    path = f"/stream?session={SID}&token={make_bridge_token(SECRET, SID)}"
+    offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"
+    response = await raw_request(bridge.server.port, upgrade(path, extra=(offer,)))
+    assert status_of(response) == 101
+    headers = header_names(response)
+    assert "sec-websocket-protocol" in headers  # the reply's headers were read
+    # No extension accepted: frames go uncompressed (audio does not compress; deflate costs CPU).
+    assert "sec-websocket-extensions" not in headers
 
 
 async def test_junk_on_the_wire_never_opens_a_model_session(bridge: Bridge) -> None:
@@ -350,6 +386,38 @@ async def test_cold_dial_after_stream_hangs_up_first(bridge: Bridge) -> None:
     assert hung_up[0] < closed_at  # REST hangup before the socket went away
     await wait_until(lambda: "L1" in bridge.store.outcomes)
     assert bridge.store.outcomes["L1"][0] is Outcome.COLD_CLOSED
+
+
+async def test_a_full_call_reports_turns_latency_tokens_and_cost(bridge: Bridge) -> None:
+    bridge.script = HOT
+    bridge.engine_cls = BilledFakeEngine
+    client = bridge.client()
+    await client.connect()
+    await hear_greeting(client)
+    await answer(client, bridge, 4)
+    assert await client.wait_closed() == 1000  # the hot transfer
+    await wait_until(lambda: bool(bridge.call_metrics()))
+    (m,) = bridge.call_metrics()
+    eng = bridge.engines[0]
+    assert isinstance(eng, BilledFakeEngine)
+    assert m["outcome"] == "hot_transferred"
+    assert m["engine"] == "fake"
+    declared = {d["Name"] for d in m["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    per_call = {"Turns", "Interruptions", "ModelLatencyMs", "ModelInputTokens", "ModelOutputTokens"}
+    assert per_call | {"ModelCostUSD", "TimeToFirstWordMs"} <= declared
+    # The greeting, three questions and the handoff line: five agent turns, each with its Usage.
+    assert len(eng.usage) == 5
+    assert m["Turns"] == 5
+    assert m["Interruptions"] == len(eng.interrupted_at)  # every barge-in the engine signalled
+    # One latency per answer: from the end of the lead's speech to the agent's next words.
+    latencies = m["ModelLatencyMs"]
+    assert len(latencies) == 4
+    assert all(0 < v < 2000 for v in latencies)
+    # Tokens and cost are the sums of what the engine reported, nothing lost or counted twice.
+    assert m["ModelInputTokens"] == sum(u.input_tokens for u in eng.usage) > 0
+    assert m["ModelOutputTokens"] == sum(u.output_tokens for u in eng.usage) > 0
+    assert m["ModelCostUSD"] == pytest.approx(5 * BilledFakeEngine.COST_PER_TURN_USD)
+    assert m["TimeToFirstWordMs"] > 0
 
 
 @pytest.mark.parametrize("verdict", ["hot", "cold"])
