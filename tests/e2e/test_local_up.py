@@ -1,5 +1,7 @@
 """`leadqual local up`: one JSON line of endpoints, a stack other tools can drive with plain AWS and
-HTTP clients, leads enqueued from outside dialed and qualified, and a clean stop on SIGTERM."""
+HTTP clients, leads enqueued from outside dialed and qualified, and a clean stop on Ctrl-C (SIGINT to
+the process group, as a terminal sends it) or SIGTERM. Also: Ctrl-C in the middle of `leadqual demo`
+leaves no process behind."""
 
 from __future__ import annotations
 
@@ -7,10 +9,12 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import httpx
@@ -47,6 +51,29 @@ def _first_line(proc: subprocess.Popen[str], timeout_s: float) -> str:
     raise AssertionError("no endpoints line in time")
 
 
+def _as_from_a_terminal() -> None:
+    """preexec_fn: Ctrl-C at its default, as a shell gives a foreground command. (A test runner
+    started in the background may ignore SIGINT, and children inherit that.)"""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _stop(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
+    """Ctrl-C reaches the terminal's whole foreground process group; SIGTERM just the process."""
+    if sig is signal.SIGINT:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+
+
+def _refuses(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=2):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
 def _aws(endpoint: str, service: str) -> Any:
     return boto3.client(
         service,
@@ -57,7 +84,10 @@ def _aws(endpoint: str, service: str) -> Any:
     )
 
 
-def test_local_up_prints_endpoints_qualifies_what_is_enqueued_and_stops_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_local_up_prints_endpoints_qualifies_what_is_enqueued_and_stops_cleanly(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     proc = subprocess.Popen(
         [str(LEADQUAL), "local", "up", "--run-dir", str(tmp_path)],
@@ -66,6 +96,8 @@ def test_local_up_prints_endpoints_qualifies_what_is_enqueued_and_stops_cleanly(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        process_group=0,  # its own group, as a shell job: Ctrl-C goes to it, not to pytest
+        preexec_fn=_as_from_a_terminal,
     )
     try:
         endpoints = json.loads(_first_line(proc, 120))
@@ -108,16 +140,57 @@ def test_local_up_prints_endpoints_qualifies_what_is_enqueued_and_stops_cleanly(
         assert sim["duration_seconds"] == calls[-1].billed_seconds
         assert sim["local_e164"] == endpoints["from_number"]
 
-        proc.send_signal(signal.SIGTERM)
+        _stop(proc, sig)
         assert proc.wait(60) == 0
         out, err = proc.communicate(timeout=10)
         assert out.strip() == "", "stdout carries the endpoints line only"
         assert "local stack stopped" in err
-        time.sleep(0.5)
-        assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, f"left running after {sig.name}: {alive}"
+        for name in ("api_url", "sautikit_url", "bridge_url", "aws_endpoint_url"):
+            assert _refuses(endpoints[name]), f"{name} still accepts connections after {sig.name}"
         assert (tmp_path / "logs" / "bridge.log").stat().st_size > 0
         assert (tmp_path / "logs" / "sautikit.log").stat().st_size > 0
         assert "call placed" in (tmp_path / "logs" / "lambda.log").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.mark.timeout(180)
+def test_ctrl_c_during_the_demo_stops_every_process_it_started(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    proc = subprocess.Popen(
+        [str(LEADQUAL), "demo", "--no-live", "--report", str(tmp_path / "report.json")],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        process_group=0,
+        preexec_fn=_as_from_a_terminal,
+    )
+    try:
+        assert proc.stdout is not None
+        # Interrupt mid-call: a progress line shows a lead talking to the agent.
+        seen: list[str] = []
+        for line in proc.stdout:  # the test's timeout bounds a demo that goes quiet
+            seen.append(line)
+            if " talking" in line:
+                break
+        else:
+            raise AssertionError(f"demo exited ({proc.wait()}) before any call:\n" + "".join(seen[-20:]))
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 2  # the bridge and the simulator
+
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 130, out[-4000:]
+        assert "interrupted; everything is stopped" in out
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, f"left running after Ctrl-C: {alive}"
+        assert (tmp_path / "logs" / "bridge.log").stat().st_size > 0
     finally:
         if proc.poll() is None:
             proc.kill()
