@@ -12,17 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from leadqual.carrier import CallDetails, CreatedCall, WalletBalance, supervision_status
 from leadqual.errors import SautikitError
 from leadqual.models import CallState
-from leadqual.sautikit import (
-    CallDetails,
-    CreatedCall,
-    RetryPolicy,
-    SautikitClient,
-    WalletBalance,
-    parse_retry_after,
-    supervision_status,
-)
+from leadqual.sautikit import RetryPolicy, SautikitClient, parse_retry_after
 
 BASE = "https://api.sautikit.test"
 KEY = "sk_test_123"

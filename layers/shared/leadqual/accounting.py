@@ -51,11 +51,11 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from leadqual.campaign import Campaign, RetryRule, TransferStrategy
+from leadqual.carrier import CallDetails, WalletBalance
 from leadqual.errors import LeadqualError, SautikitError
 from leadqual.models import CallRecord, CallState, LeadStatus, Outcome, client_request_id
 from leadqual.observability import Metric, MetricsSink, logger
 from leadqual.queue import LeadMessage
-from leadqual.sautikit import CallDetails, WalletBalance
 from leadqual.webhooks import CallEvent, EventKind, dial_connected, dial_result
 
 ENDED_BEFORE_QUALIFICATION = "ended before qualification"

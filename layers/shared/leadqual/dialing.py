@@ -54,6 +54,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from leadqual.campaign import CampaignCatalog
+from leadqual.carrier import CreatedCall, WalletBalance
 from leadqual.compliance import Allowed, Deferred, Rejected, evaluate, normalise_phone
 from leadqual.errors import InvalidLead, LeadqualError, SautikitError
 from leadqual.models import (
@@ -66,7 +67,6 @@ from leadqual.models import (
 )
 from leadqual.observability import MetricsSink, logger, mask_phone
 from leadqual.queue import LeadMessage, parse_message
-from leadqual.sautikit import CreatedCall, WalletBalance
 
 PACING_DEFER_S = (30.0, 60.0)
 IDEMPOTENCY_TTL_S = 2 * 86_400  # well past SQS retention of a redelivery, short enough to stay small

@@ -14,9 +14,9 @@ from zoneinfo import ZoneInfo
 
 import boto3
 
+from leadqual.carrier import CallDetails, CreatedCall, WalletBalance
 from leadqual.dialing import DialRequest
 from leadqual.errors import SautikitError
-from leadqual.sautikit import CallDetails, CreatedCall, WalletBalance
 from local.resources import LocalResources, create_resources
 
 NAIROBI = ZoneInfo("Africa/Nairobi")

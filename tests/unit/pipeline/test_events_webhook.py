@@ -23,9 +23,9 @@ from leadqual.accounting import (
     EventResult,
 )
 from leadqual.campaign import CampaignCatalog
+from leadqual.carrier import CallDetails
 from leadqual.models import CallRecord, CallState, Lead, LeadStatus, Outcome, Score, Verdict
 from leadqual.queue import LeadQueue, parse_message
-from leadqual.sautikit import CallDetails
 from leadqual.signing import sign_webhook
 from leadqual.store import DynamoStore
 from leadqual.webhooks import parse_event
