@@ -67,13 +67,3 @@ def test_pure_module_loads_no_aws_sdk_or_http_client(module: str) -> None:
 @pytest.mark.parametrize("module", LOGS_THROUGH_POWERTOOLS)
 def test_domain_module_loads_neither_httpx_nor_boto3(module: str) -> None:
     assert set(loaded_by_import(module)).isdisjoint({"httpx", "boto3"})
-
-
-@pytest.mark.parametrize("module", LOGS_THROUGH_POWERTOOLS)
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: leadqual.observability imports Powertools, whose package import loads "
-    "botocore; fixing it means domain code logging without Powertools. Remove this mark then.",
-)
-def test_domain_module_loads_no_botocore(module: str) -> None:
-    assert "botocore" not in loaded_by_import(module)
