@@ -362,7 +362,10 @@ class Dialer:
         if self.fault_after_dial is not None:
             self.fault_after_dial(placed)
 
-        self.store.update_call(lead.lead_id, attempt, session_id=placed.session_id, call_id=placed.call_id)
+        # call_id may be missing from the 201 (SAUTIKIT §1) while call.started already recorded it:
+        # writing None would erase it.
+        ids = {"call_id": placed.call_id} if placed.call_id else {}
+        self.store.update_call(lead.lead_id, attempt, session_id=placed.session_id, **ids)
         self._placed(lead.lead_id, attempt, placed.session_id)
         logger.info("call placed", extra={**log, "session_id": placed.session_id, "resumed": resumed})
         return DialOutcome(DialStatus.DIALED, lead.lead_id, attempt, session_id=placed.session_id)

@@ -26,6 +26,7 @@ from pipeline_fakes import (
     sqs_event,
 )
 
+from leadqual.carrier import CreatedCall
 from leadqual.dialing import (
     BatchRunner,
     CampaignCatalog,
@@ -114,6 +115,21 @@ def test_a_lead_in_its_window_is_dialled_once_with_the_attempt_label(rig: Rig) -
     assert profile is not None
     assert (profile.status, profile.attempts) == (LeadStatus.DIALING, 1)
     assert rig.sink.total("CallsPlaced") == 1
+
+
+def test_a_201_without_call_id_keeps_the_call_id_an_event_recorded_first(rig: Rig) -> None:
+    # SAUTIKIT §1: call_id may be absent from the 201; call.started (which names it) can reach the
+    # events function before the dialer records the session. The dialer must not erase it.
+    rig.carrier.placed["lq-lead-1-1"] = CreatedCall(
+        call_id=None, session_id="HD_00000000abcd", status="ringing", client_request_id="lq-lead-1-1"
+    )
+    rig.dialer.fault_after_dial = lambda placed: rig.store.update_call("lead-1", 1, call_id="call-from-event")
+
+    rig.dialer.handle_body(lead_body())
+
+    call = rig.store.get_call("lead-1", 1)
+    assert call is not None
+    assert (call.session_id, call.call_id) == ("HD_00000000abcd", "call-from-event")
 
 
 def test_local_phone_spellings_are_dialled_in_e164(rig: Rig) -> None:
