@@ -94,6 +94,19 @@ def _validate_label(label: Any) -> str | None:
     return None
 
 
+def _live_key(sim: Simulator, key: str) -> tuple[str, dict[str, Any], str] | None:
+    """§1: a key replays "while the leg lives". Once the call it answered for has ended the key is
+    free again (forgotten here), so it dials anew and a different body is no longer a conflict."""
+    seen = sim.idempotency.get(key)
+    if seen is None:
+        return None
+    call = sim.find_call(seen[2])
+    if call is not None and call.live:
+        return seen
+    del sim.idempotency[key]
+    return None
+
+
 async def create_call(request: web.Request) -> web.Response:
     sim = request.app[SIM_KEY]
     body = await _json_body(request)
@@ -101,14 +114,11 @@ async def create_call(request: web.Request) -> web.Response:
         return body
     key = request.headers.get("Idempotency-Key")
     fp = fingerprint(body)
-    if key:
-        seen = sim.idempotency.get(key)
-        if seen is not None:
-            if seen[0] != fp:
-                return error(
-                    409, "idempotency.conflict", "Idempotency-Key reused with a different request body"
-                )
-            return ok(seen[2], status=seen[1])
+    seen = _live_key(sim, key) if key else None
+    if seen is not None:
+        if seen[0] != fp:
+            return error(409, "idempotency.conflict", "Idempotency-Key reused with a different request body")
+        return ok(seen[1], status=201)
 
     frm, to = body.get("from"), body.get("to")
     if not isinstance(frm, str) or not E164.match(frm):
@@ -140,7 +150,7 @@ async def create_call(request: web.Request) -> web.Response:
     if label is not None and label in sim.labels:
         first = sim.labels[label]
         if key:
-            sim.idempotency[key] = (fp, 201, first)
+            sim.idempotency[key] = (fp, first, first["session_id"])
         return ok(first, status=201)
     if sim.wallet_minor <= 0:
         return error(402, "wallet.insufficient_funds", "wallet balance is zero; top up to place calls")
@@ -155,7 +165,7 @@ async def create_call(request: web.Request) -> web.Response:
     if label is not None:
         response["client_request_id"] = label
     if key:
-        sim.idempotency[key] = (fp, 201, response)
+        sim.idempotency[key] = (fp, response, call.session_id)
     if label is not None:
         sim.labels[label] = response
     return ok(response, status=201)

@@ -148,7 +148,8 @@ class Simulator:
         self._warm_directory = warm_directory
         self.calls_by_id: dict[str, Call] = {}
         self.calls_by_session: dict[str, Call] = {}
-        self.idempotency: dict[str, tuple[str, int, dict[str, Any]]] = {}
+        # Idempotency-Key → (body fingerprint, first response, session id of the call it answered for)
+        self.idempotency: dict[str, tuple[str, dict[str, Any], str]] = {}
         self.labels: dict[str, dict[str, Any]] = {}
         self.supervision_keys: dict[str, dict[str, Any]] = {}
         self._violations: list[dict[str, Any]] = []

@@ -62,8 +62,8 @@ async def test_create_call_validation(make_sim, body, code):
     assert sim.calls() == []
 
 
-async def test_idempotency_key_replays_the_first_response_and_dials_once(make_sim):
-    sim = await make_sim()
+async def test_idempotency_key_replays_the_first_response_and_dials_once_while_the_call_rings(make_sim):
+    sim = await make_sim(ring_seconds=10)  # the call rings throughout: the key is only bound while it lives
     body = {"from": FROM, "to": [NOBODY], "client_request_id": "lq-L1-1"}
     async with client(sim.url) as c:
         first = await c.post("/v1/calls", json=body, headers={"Idempotency-Key": "k-1"})
@@ -81,6 +81,53 @@ async def test_idempotency_key_replays_the_first_response_and_dials_once(make_si
     assert len(created["session_id"]) == 15
     assert created["client_request_id"] == "lq-L1-1"
     assert_envelope(conflict, 409, "idempotency.conflict")
+    assert len(sim.calls()) == 1
+
+
+async def test_the_same_idempotency_key_after_its_call_ended_places_a_new_call(make_sim):
+    """§1: a key replays "while the leg lives". After the call has ended it dials again, and then
+    belongs to the new call (replayed, 409 on another body) until that one ends too."""
+    sim = await make_sim(ring_seconds=10)
+    body = {"from": FROM, "to": [NOBODY]}  # no label: a reused label collapses calls on its own
+    key = {"Idempotency-Key": "k-ended"}
+    async with client(sim.url) as c:
+        first = (await c.post("/v1/calls", json=body, headers=key)).json()
+        await c.post(f"/v1/calls/{first['session_id']}/hangup")
+        await sim.wait_ended(first["session_id"], 5)
+
+        second = await c.post("/v1/calls", json=body, headers=key)
+        replay = await c.post("/v1/calls", json=body, headers=key)
+        conflict = await c.post("/v1/calls", json={**body, "to": [LEAD]}, headers=key)
+        await c.post(f"/v1/calls/{second.json()['session_id']}/hangup")
+        await sim.wait_ended(second.json()["session_id"], 5)
+        # With its call over, another body under the same key is a new request, not a conflict.
+        third = await c.post("/v1/calls", json={**body, "to": [LEAD]}, headers=key)
+
+    assert second.status_code == 201
+    assert second.json()["session_id"] != first["session_id"]
+    assert second.json()["status"] == "ringing"
+    assert (replay.status_code, replay.json()) == (201, second.json())
+    assert_envelope(conflict, 409, "idempotency.conflict")
+    assert third.status_code == 201
+    sessions = [first["session_id"], second.json()["session_id"], third.json()["session_id"]]
+    assert len(set(sessions)) == 3
+    assert [sim.call(s)["to"] for s in sessions] == [[NOBODY], [NOBODY], [LEAD]]
+    assert [sim.call(s)["call"]["status"] for s in sessions[:2]] == ["canceled", "canceled"]
+    assert len(sim.calls()) == 3
+
+
+async def test_key_and_label_reused_after_the_call_ended_collapse_through_the_label(make_sim):
+    """The key is free once the call ended, but the label (the same in a dialer's retried request)
+    still collapses onto the first call [ours]: no second call, the first response again."""
+    sim = await make_sim(ring_seconds=10)
+    body = {"from": FROM, "to": [NOBODY], "client_request_id": "lq-L3-1"}
+    key = {"Idempotency-Key": "lq-L3-1"}
+    async with client(sim.url) as c:
+        first = await c.post("/v1/calls", json=body, headers=key)
+        await c.post(f"/v1/calls/{first.json()['session_id']}/hangup")
+        await sim.wait_ended(first.json()["session_id"], 5)
+        again = await c.post("/v1/calls", json=body, headers=key)
+    assert (again.status_code, again.json()) == (201, first.json())
     assert len(sim.calls()) == 1
 
 
