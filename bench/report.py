@@ -216,7 +216,7 @@ def print_table(results: dict[str, Any], machine: dict[str, Any]) -> None:
         ("met", "center"),
         ("Pipecat", "left"),
     ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        table.add_column(col, justify=justify)  # type: ignore[arg-type] - rich wants a Literal
     for row in rows(results):
         style = "red" if row[4] == "NO" else None
         table.add_row(*row, style=style)
@@ -274,7 +274,7 @@ def _jsonable(o: Any) -> Any:
             return o.item()
         if isinstance(o, np.ndarray):
             return o.tolist()
-    except ImportError:  # pragma: no cover
+    except ImportError:  # pragma: no cover - numpy is always there in the bench extra
         pass
     return str(o)
 

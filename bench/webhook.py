@@ -39,7 +39,7 @@ from bench.report import GOALS, metric
 Log = Callable[[str], None]
 EVENT = ROOT / "events" / "voice_answer_form.json"
 SECRET = "bench-webhook-secret"  # noqa: S105 - loopback only
-BRIDGE_SECRET = "bench-bridge-secret"  # noqa: S105
+BRIDGE_SECRET = "bench-bridge-secret"  # noqa: S105 - loopback only
 FROM = "+254709100100"
 REGION = "us-east-1"
 

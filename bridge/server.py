@@ -158,7 +158,7 @@ class BridgeServer:
 
     @property
     def url(self) -> str:
-        host = self.config.host if self.config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"  # noqa: S104
+        host = self.config.host if self.config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"  # noqa: S104 - maps a bind-all to a dialable address
         return f"ws://{host}:{self.port}"
 
     @property

@@ -336,7 +336,7 @@ def results_table(report: Mapping[str, Any]) -> Any:
         ("KES", "right"),
         ("1st word ms", "right"),
     ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify)  # type: ignore[arg-type] - rich wants a Literal
     for row in report["leads"]:
         expected = row.get("expected")
         ok = expected is None or expected == row["outcome"]

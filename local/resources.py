@@ -52,7 +52,7 @@ def _short_tag(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dic
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
     else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type] - a MappingNode by elimination
     if tag_suffix == "Ref":
         return {"Ref": value}
     if tag_suffix == "Condition":

@@ -456,7 +456,7 @@ class LocalStack:
         """This process's own logging (moto, the runtime, the handlers) goes to logs/stack.log and
         logs/lambda.log; stdout belongs to the user (the endpoints line, the demo's table)."""
         # First the sink, so loggers made from here on (Powertools' at import) write into it.
-        self._lambda_log = open(self.logs_dir / "lambda.log", "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        self._lambda_log = open(self.logs_dir / "lambda.log", "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - open for the stack's life, closed in stop()
         _SINK.target = self._lambda_log
         self._saved_stdout = sys.stdout
         sys.stdout = _SINK  # type: ignore[assignment]  # a writable text sink is all print() needs
@@ -490,7 +490,7 @@ class LocalStack:
                 if type(handler) is logging.StreamHandler and any(
                     handler.stream is o for o in originals if o is not None
                 ):
-                    self._repointed.append((handler, handler.setStream(_SINK)))  # type: ignore[arg-type]
+                    self._repointed.append((handler, handler.setStream(_SINK)))  # type: ignore[arg-type] - _SINK is file-like
 
     def _release_logs(self) -> None:
         for handler, stream in self._repointed:
@@ -720,7 +720,7 @@ def _load_handler(module_name: str) -> Handler:
     handler = getattr(module, "lambda_handler", None)
     if not callable(handler):
         raise StackError(module_name, "has no lambda_handler")
-    return handler  # type: ignore[no-any-return]
+    return handler  # type: ignore[no-any-return] - checked callable above
 
 
 # ----------------------------------------------------------------------------- signals

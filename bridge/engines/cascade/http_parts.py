@@ -114,7 +114,7 @@ class _HttpPart:
             raise HttpPartError(
                 f"POST {path}: HTTP {status}: {response.text[:200]}", status=status, retryable=retryable
             )
-        raise AssertionError("unreachable")  # pragma: no cover
+        raise AssertionError("unreachable")  # pragma: no cover - the second attempt returns or raises
 
 
 class OpenAICompatibleSTT(_HttpPart):

@@ -339,7 +339,7 @@ class DynamoStore:
                 has_outcome = exc.item.get("outcome") is not None
                 if not (with_gsi and has_outcome):
                     raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        raise AssertionError("unreachable")  # pragma: no cover - every pass of the loop returns or raises
 
     # -- leads -------------------------------------------------------------------------------------
     def put_lead(self, lead: Lead) -> bool:
