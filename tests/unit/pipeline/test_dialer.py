@@ -166,7 +166,7 @@ def test_a_crash_after_the_carrier_accepted_replays_the_stored_dial(rig: Rig) ->
     assert rig.dialer.handle_body(lead_body()).status is DialStatus.DUPLICATE
 
 
-def test_without_the_idempotency_record_the_carrier_key_still_prevents_a_second_call(
+def test_without_the_idempotency_record_a_redelivery_while_the_call_lives_is_replayed_by_the_carrier(
     aws: Aws,
     store: DynamoStore,
     queue: LeadQueue,
@@ -175,6 +175,7 @@ def test_without_the_idempotency_record_the_carrier_key_still_prevents_a_second_
     clock: Clock,
     sink: RecordingSink,
 ) -> None:
+    # Sautikit replays a key only while the leg lives (§1); the fake's call never ends.
     bare = Rig(aws, store, queue, carrier, campaigns, clock, sink, idempotent=False)
     bare.dialer.fault_after_dial = once(RuntimeError("crash"))
     with pytest.raises(RuntimeError):
@@ -185,6 +186,32 @@ def test_without_the_idempotency_record_the_carrier_key_still_prevents_a_second_
     assert {r.client_request_id for r in carrier.requests} == {"lq-lead-1-1"}  # ... with the same key
     assert len(carrier.placed) == 1  # ... so the carrier replayed it: one call
     assert len(store.list_calls("lead-1")) == 1
+
+
+def test_without_the_idempotency_record_a_redelivery_after_the_recorded_end_does_not_ask_the_carrier(
+    aws: Aws,
+    store: DynamoStore,
+    queue: LeadQueue,
+    carrier: FakeCarrier,
+    campaigns: CampaignCatalog,
+    clock: Clock,
+    sink: RecordingSink,
+) -> None:
+    # Once the leg ended the carrier's key is free again: only our own record can stop a second call.
+    bare = Rig(aws, store, queue, carrier, campaigns, clock, sink, idempotent=False)
+    bare.dialer.fault_after_dial = once(RuntimeError("crash"))
+    with pytest.raises(RuntimeError):
+        bare.dialer.handle_body(lead_body())
+    # What the voice webhook's no-answer callback leaves: a final state, and no session on the record.
+    store.update_call("lead-1", 1, state=CallState.NO_ANSWER)
+
+    again = bare.dialer.handle_body(lead_body())
+
+    assert again.status is DialStatus.DUPLICATE
+    assert len(carrier.requests) == 1
+    call = store.get_call("lead-1", 1)
+    assert call is not None
+    assert (call.state, call.session_id) == (CallState.NO_ANSWER, None)
 
 
 def test_deferral_across_the_evening_and_morning_window_boundaries(rig: Rig) -> None:
