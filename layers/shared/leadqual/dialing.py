@@ -30,7 +30,11 @@ Exactly one dial per attempt, whatever is redelivered or crashes:
   dial, Powertools idempotency has the key IN_PROGRESS and the copy fails back to SQS.
 - The dialer dies after the carrier accepted the call → the redelivery finds the attempt claimed
   but no session ("resumed"), calls the idempotent dial again and gets the stored response; if
-  the idempotency record was never written, Sautikit's own `Idempotency-Key` replays the call.
+  the idempotency record was never written, Sautikit's own `Idempotency-Key` replays the call
+  while it lives, and a call record the callbacks marked final stops the dial. Left open: the
+  call ended and none of its callbacks or events reached us before the redelivery; then only the
+  reused `client_request_id` (which Sautikit says "can collapse" attempts) stands between the
+  lead and a second call.
 - The call record is created with a conditional put: one `CALL#n` per attempt.
 
 Failures: permanent ones (invalid lead, unknown campaign, 402 wallet, other 4xx) are recorded on

@@ -253,7 +253,7 @@ class SautikitClient:
         voice_callback_url: str | None = None,
         caller_id: str | None = None,
     ) -> CreatedCall:
-        """`POST /v1/calls`. Only 201 is success; a reused `idempotency_key` replays, never redials."""
+        """`POST /v1/calls`. Only 201 is success; a reused `idempotency_key` replays while that call lives."""
         body: dict[str, Any] = {"from": from_, "to": [to], "client_request_id": client_request_id}
         if voice_callback_url is not None:
             body["voice_callback_url"] = voice_callback_url

@@ -1,5 +1,5 @@
 """Scripted fakes for the pipeline's unit tests: a carrier that records every call and replays
-idempotency keys the way Sautikit does, a settable clock, and a Lambda context."""
+idempotency keys as Sautikit does while a call lives (these calls never end), a settable clock, and a Lambda context."""
 
 from __future__ import annotations
 
