@@ -51,6 +51,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="where synthesised phrases persist across runs (default: $XDG_CACHE_HOME or ~/.cache, leadqual/sautikit-tts)",
     )
+    p.add_argument(
+        "--transcribe-agent",
+        action="store_true",
+        help="put the words the lead heard into each agent_turn (offline Whisper, ~0.15 s of a core per turn)",
+    )
     return p.parse_args(argv)
 
 
@@ -90,6 +95,7 @@ async def _serve(args: argparse.Namespace) -> None:
         callback_encoding=args.callback_encoding,
         tts_cache_dir=args.tts_cache_dir or default_tts_cache(),
         warm_directory=True,
+        transcribe_agent=args.transcribe_agent,
     )
     await sim.start()
     print(

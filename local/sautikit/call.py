@@ -9,6 +9,9 @@ A rep joins by `<Dial>` (bridged to the lead) or as a supervisor (`POST …/supe
 decides who hears them, frame by frame (REP_HEARD_BY): `listen` nobody, `whisper` the agent only
 (the stream's inbound side), `barge` everyone (the lead's ear, so the recording's right channel).
 The rep hears both sides in every mode. Supervisor status: ringing → active → ended.
+
+With `transcribe_agent`, each `agent_turn` entry gets the words the lead heard (`text`), transcribed
+off the audio loop after the turn closes; the call becomes final once they are in (bounded).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from local.sautikit.audio import (
 from local.sautikit.directory import DEFAULT_VOICEMAIL_GREETING, Answer, Person, Rep
 from local.sautikit.media import OUTPUT_RATES, TRACKS, MediaStream
 from local.sautikit.person import SimulatedPerson
+from local.sautikit.stt import AgentTranscriber, TranscriptionUnavailable
 from local.sautikit.verbs import Document, Verb, parse_document
 from local.sautikit.violations import VIOLATIONS
 from local.sautikit.webhooks import WebhookResult, add_query, encode, redact_url
@@ -64,6 +68,9 @@ SUPERVISOR_PATIENCE_S = 30.0
 # Who hears a rep or supervisor, by mode (the agent is the stream): listen = nobody, whisper = the
 # agent only, barge (and a <Dial>ed rep) = everyone. The rep hears both sides in every mode.
 REP_HEARD_BY = {"listen": (), "whisper": ("agent",), "barge": ("lead", "agent")}
+# How long a call that has ended waits for its turns' transcripts before it is final: a backlog on the
+# one transcription thread must not hold up the record, the WAV and the timeline indefinitely.
+TRANSCRIPT_WAIT_S = 10.0
 _COUNTRY = {"+254": "KE", "+255": "TZ", "+256": "UG", "+250": "RW", "+251": "ET", "+234": "NG", "+27": "ZA"}
 
 
@@ -207,6 +214,7 @@ class Call:
         self._digits = list(self.person_spec.digits) if self.person_spec else []
         self._person_hangup_sent = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._transcripts: dict[asyncio.Task[None], dict[str, Any]] = {}  # pending: task → its agent_turn
         self.note("created", to=self.to, label=label, label_in_callbacks=self.label_safe)
 
     # -- small helpers ---------------------------------------------------------------------------------
@@ -227,10 +235,11 @@ class Call:
     def elapsed(self) -> float:
         return time.monotonic() - self.created_mono
 
-    def note(self, kind: str, ago_s: float = 0.0, **fields: Any) -> None:
+    def note(self, kind: str, ago_s: float = 0.0, **fields: Any) -> dict[str, Any]:
         t = max(0.0, self.elapsed() - ago_s)
         entry = {"t": round(t, 3), "kind": kind, **{k: v for k, v in fields.items() if v is not None}}
         self.timeline.append(entry)
+        return entry
 
     def violation(self, reason: str, detail: str) -> None:
         if reason not in VIOLATIONS:
@@ -621,7 +630,8 @@ class Call:
         if spec is None:
             return
         lines: dict[str, np.ndarray] = {}
-        self.person = SimulatedPerson(spec, lines.get, self.note)
+        heard = self._turn_heard if self.sim.transcriber is not None else None
+        self.person = SimulatedPerson(spec, lines.get, self.note, heard)
         first = first_lines(spec)
         later = [t for t in spec.says if t not in first] if spec.answer is not Answer.VOICEMAIL else []
         self.spawn(self._synthesise(lines, first, later), "person-voice")
@@ -695,7 +705,6 @@ class Call:
         return True
 
     async def _finalize(self) -> None:
-        cfg = self.sim.config
         # Let the verb runner close the stream cleanly (1000) before anything is cancelled.
         running = {t for t in self._tasks if not t.done() and not t.get_name().startswith("max-duration")}
         if running:
@@ -731,9 +740,22 @@ class Call:
         self.note("billed", legs=[leg.view() for leg in self.legs], cost_minor=cost)
         kind = "call.completed" if self.status in ("completed", "canceled") else "call.failed"
         self.emit(kind)
-        self._write_timeline()
-        self.finalized.set()
-        # Completed re-invocation (possibly late, §2) and the recording becoming available (§1).
+        # Turns still being transcribed hold up only the inspection artefacts (timeline, `finalized`),
+        # never what the carrier does next.
+        transcribing = bool(self._transcripts)
+        if transcribing:
+            self._after_end()
+        try:
+            await self._await_transcripts()
+        finally:
+            self._write_timeline()
+            self.finalized.set()
+        if not transcribing:
+            self._after_end()
+
+    def _after_end(self) -> None:
+        """The Completed re-invocation (possibly late, §2) and the recording becoming available (§1)."""
+        cfg = self.sim.config
         late = cfg.late_completed_s + (self.person_spec.late_completed_s if self.person_spec else 0.0)
         state = {"no_answer": "no-answer", "busy": "busy", "failed": "failed"}.get(self.status, "Completed")
         self.spawn(self._late_reinvoke(state, late), "completed")
@@ -761,6 +783,54 @@ class Call:
             body = self._envelope("call.recording.ready")
             body["data"]["recording_url"] = f"{self.sim.url}/v1/calls/{self.id}/recording"
             await self._deliver_event("call.recording.ready", body)
+
+    # -- what the agent said (transcribe_agent) --------------------------------------------------------
+    def _turn_heard(self, entry: dict[str, Any], audio: np.ndarray) -> None:
+        """An agent turn closed: transcribe what the lead heard in it, off the audio loop."""
+        transcriber = self.sim.transcriber
+        if transcriber is None:
+            return
+        entry["text"] = None
+        entry["text_unavailable"] = "pending"  # readers mid-call: the words are on their way
+        task = self.spawn(self._transcribe_turn(transcriber, entry, audio), "agent-words")
+        self._transcripts[task] = entry
+        task.add_done_callback(lambda t: self._transcripts.pop(t, None))
+
+    async def _transcribe_turn(
+        self, transcriber: AgentTranscriber, entry: dict[str, Any], audio: np.ndarray
+    ) -> None:
+        try:
+            text = await transcriber.transcribe(audio)
+        except asyncio.CancelledError:
+            if entry.get("text_unavailable") == "pending":
+                entry["text_unavailable"] = "not transcribed: the simulator stopped"
+            raise
+        except TranscriptionUnavailable as exc:
+            entry["text_unavailable"] = str(exc)
+            return
+        except Exception as exc:  # never a crash: the entry says what went wrong
+            entry["text_unavailable"] = f"transcription failed: {type(exc).__name__}: {exc}"
+            return
+        entry["text"] = text
+        entry.pop("text_unavailable", None)
+
+    async def _await_transcripts(self) -> None:
+        """Let the last turns' words land before the timeline is final, for at most TRANSCRIPT_WAIT_S."""
+        if not self._transcripts:
+            return
+        waiting = set(self._transcripts)
+        try:
+            await asyncio.wait(waiting, timeout=TRANSCRIPT_WAIT_S)
+        finally:
+            # Also on cancellation (the simulator stopping): nothing is left saying "pending".
+            for task in waiting:
+                if not task.done():
+                    entry = self._transcripts.get(task)
+                    if entry is not None:
+                        entry["text_unavailable"] = (
+                            f"not transcribed within {TRANSCRIPT_WAIT_S:g} s of the call's end"
+                        )
+                    task.cancel()
 
     def _write_timeline(self) -> None:
         self.timeline_path.parent.mkdir(parents=True, exist_ok=True)
@@ -818,7 +888,7 @@ class Call:
                 self._ringback.pos = 0
             heard = mix([heard_speech, rb])
         if person is not None:
-            person.ear(bool(speech) and is_speech(heard_speech))
+            person.ear(bool(speech) and is_speech(heard_speech), heard_speech)
             if person.hangup_reason and not self._person_hangup_sent:
                 self._person_hangup_sent = True
                 self.hangup("lead", person.hangup_reason)

@@ -37,7 +37,7 @@ NO_CONNECT_DROP_S = 1.0
 SEND_QUEUE_FRAMES = 100  # 2 s: a slow app loses the oldest audio, as a real jitter buffer would
 
 StreamEnd = Literal["app_closed", "call_ended", "failed", "no_connect"]
-Note = Callable[..., None]
+Note = Callable[..., object]  # note(kind, **fields); what it returns is not used here
 Violation = Callable[[str, str], None]
 
 

@@ -9,10 +9,13 @@ Turn-taking, as a person does it over the phone:
 - While speaking, the person does not count turns; once done, new agent speech is a new turn.
 - A voicemail box plays its greeting, beeps and then records (hears, never answers) until the app
   hangs up or `voicemail_max_s` passes.
+- With `turn_heard`, the person also keeps what they heard during the open turn and hands it over with
+  the `agent_turn` entry (the call transcribes it off the audio loop).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +30,8 @@ INTERRUPT_AFTER_S = 0.7
 ONSET_FRAMES = 2
 GREETING_DELAY_S = 0.4
 
-Note = Callable[..., None]  # note(kind, ago_s=0.0, **fields) → a timeline entry
+Note = Callable[..., Any]  # note(kind, ago_s=0.0, **fields) → the timeline entry it appended
+TurnHeard = Callable[[Any, np.ndarray], None]  # (the agent_turn entry, what the person heard in that turn)
 
 
 def _frames(seconds: float) -> int:
@@ -35,12 +39,20 @@ def _frames(seconds: float) -> int:
 
 
 class SimulatedPerson:
-    def __init__(self, spec: Person, audio_for: Callable[[str], np.ndarray | None], note: Note) -> None:
+    def __init__(
+        self,
+        spec: Person,
+        audio_for: Callable[[str], np.ndarray | None],
+        note: Note,
+        turn_heard: TurnHeard | None = None,
+    ) -> None:
         """`audio_for(text)` is the person's voice saying `text`, or None while it is being synthesised
-        (the person then takes a moment before speaking)."""
+        (the person then takes a moment before speaking). `turn_heard(entry, audio)` gets each closed
+        agent turn's audio from its start to its last speech frame (`ear` must then be given `heard`)."""
         self.spec = spec
         self.audio_for = audio_for
         self.note = note
+        self.turn_heard = turn_heard
         self.greeting_text = spec.voicemail_greeting or DEFAULT_VOICEMAIL_GREETING
         self.voicemail = spec.answer is Answer.VOICEMAIL
         self.frame_no = 0
@@ -59,6 +71,10 @@ class SimulatedPerson:
         self._pending_reply_at: int | None = None
         self._pending_turn = 0
         self._replied_turns: set[int] = set()
+        # What was heard: the open turn's frames from its start (None while no turn is open), and the
+        # last few frames before one opens (its onset frames precede the moment it is detected).
+        self._turn_audio: list[np.ndarray] | None = None
+        self._recent: deque[np.ndarray] = deque(maxlen=ONSET_FRAMES)
         # media start (first verb) schedules hello / greeting
         self._media_at: int | None = None
         self._beep_end_frame: int | None = None
@@ -98,14 +114,17 @@ class SimulatedPerson:
             self._finish()
         return frame
 
-    def ear(self, hears_speech: bool) -> None:
-        """What the person heard this frame (speech or not): drives turns, timers and hang-ups."""
+    def ear(self, hears_speech: bool, heard: np.ndarray | None = None) -> None:
+        """What the person heard this frame (speech or not; `heard` is the audio, kept for
+        `turn_heard`): drives turns, timers and hang-ups."""
         if self.hangup_reason is None:
             self._check_timers(hears_speech)
         if self.voicemail:
             if hears_speech and self._beep_end_frame is not None and self.frame_no >= self._beep_end_frame:
                 self.voicemail_speech_frames += 1
             return
+        if self.turn_heard is not None and heard is not None:
+            (self._turn_audio if self._turn_audio is not None else self._recent).append(heard)
         if self.speaking is not None:
             return
         if hears_speech:
@@ -119,6 +138,8 @@ class SimulatedPerson:
                     self.turns += 1
                     self._turn_start_frame = self.frame_no - ONSET_FRAMES + 1
                     self._turn_frames = ONSET_FRAMES - 1
+                    if self.turn_heard is not None:
+                        self._turn_audio = list(self._recent)  # the onset frames: the turn's first
             if self.in_turn:
                 self._turn_frames += 1
                 if (
@@ -136,10 +157,14 @@ class SimulatedPerson:
                 self.in_turn = False
                 self._close_turn(interrupted=False, trailing=self._silent_frames)
                 if self._has_reply(self.turns):
+                    # The agent may go on during the pause: the same turn, still heard from its start.
                     self._pending_reply_at = self.frame_no + _frames(REPLY_PAUSE_S)
                     self._pending_turn = self.turns
+                else:
+                    self._turn_audio = None
         elif self._pending_reply_at is not None and self.frame_no >= self._pending_reply_at:
             self._pending_reply_at = None
+            self._turn_audio = None
             self._reply(self._pending_turn, interrupting=False)
 
     # -- internals -------------------------------------------------------------------------------------
@@ -153,13 +178,18 @@ class SimulatedPerson:
 
     def _close_turn(self, interrupted: bool, trailing: int = 0) -> None:
         last_speech_frame = self.frame_no - trailing
-        self.note(
+        frames = last_speech_frame - self._turn_start_frame + 1
+        entry = self.note(
             "agent_turn",
             ago_s=(self.frame_no - self._turn_start_frame) * FRAME_S,
             turn=self.turns,
-            duration_s=round((last_speech_frame - self._turn_start_frame + 1) * FRAME_S, 3),
+            duration_s=round(frames * FRAME_S, 3),
             interrupted_by_lead=interrupted,
         )
+        if self.turn_heard is not None and self._turn_audio:
+            self.turn_heard(entry, np.concatenate(self._turn_audio[:frames]))
+        if interrupted:
+            self._turn_audio = None  # the person talks over the rest: a new turn comes after
 
     def _begin(self, clip: Clip, meta: dict[str, Any]) -> None:
         self.speaking = clip
@@ -182,6 +212,7 @@ class SimulatedPerson:
             self.in_turn = False
             self._onset = 0
             self._silent_frames = 0
+            self._turn_audio = None
         if meta.get("what") == "greeting":
             tone = beep()
             self._queue.insert(0, (lambda: tone, "", {"what": "beep"}))

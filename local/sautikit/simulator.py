@@ -35,6 +35,7 @@ from aiohttp import web
 from local.sautikit.billing import CURRENCY, DEFAULT_RATE_PER_MINUTE_MINOR
 from local.sautikit.call import Call, first_lines
 from local.sautikit.directory import Answer, Directory
+from local.sautikit.stt import AgentTranscriber
 from local.sautikit.tts import Voices
 from local.sautikit.webhooks import WebhookSender
 
@@ -75,6 +76,7 @@ class SimConfig:
     low_balance_threshold_minor: int = 5_000
     workspace_id: str = "ws_local_0001"
     ws_ssl_context: ssl.SSLContext | None = None
+    transcribe_agent: bool = False
 
 
 class Simulator:
@@ -111,6 +113,8 @@ class Simulator:
         tts_cache_dir: Path | str | None = None,
         warm_up: bool = True,
         warm_directory: bool = False,
+        transcribe_agent: bool = False,
+        transcribe_model: Path | str | None = None,
     ) -> None:
         self.directory = directory
         self.config = SimConfig(
@@ -135,6 +139,7 @@ class Simulator:
             supervision_ring_timeout_s=supervision_ring_timeout_s,
             low_balance_threshold_minor=low_balance_threshold_minor,
             ws_ssl_context=ws_ssl_context,
+            transcribe_agent=transcribe_agent,
         )
         self.host, self.port = host, port
         self.data_dir = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="sautikit-"))
@@ -146,6 +151,8 @@ class Simulator:
         self.voices = Voices(Path(tts_cache_dir) if tts_cache_dir else None)
         self._warm_up = warm_up
         self._warm_directory = warm_directory
+        # Off by default: ~0.15 s of a core per agent turn, which a suite of tone-speaking fakes does not need.
+        self.transcriber = AgentTranscriber(transcribe_model) if transcribe_agent else None
         self.calls_by_id: dict[str, Call] = {}
         self.calls_by_session: dict[str, Call] = {}
         # Idempotency-Key → (body fingerprint, first response, session id of the call it answered for)
@@ -331,6 +338,10 @@ class Simulator:
             trust_env=False, limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
         )
         cfg = self.config
+        if self.transcriber is not None:
+            # Importing and loading Whisper hold the GIL in ~0.1 s stretches: done before the server
+            # takes calls (~1 s the first time in a process), never under a live call's media clock.
+            await self.transcriber.warm_up()
         self.sender = WebhookSender(
             self.http,
             cfg.webhook_secret,
