@@ -165,7 +165,7 @@ class Simulator:
         self._errors: list[dict[str, Any]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
-        # Both exist from start() on; calls only run after it.
+        # Both exist from start() on and calls only run after it, hence the ignores.
         self.http: httpx.AsyncClient = None  # type: ignore[assignment]
         self.sender: WebhookSender = None  # type: ignore[assignment]
         self.url = ""
@@ -457,19 +457,19 @@ class SimulatorThread:
 
     def calls(self) -> list[dict[str, Any]]:
         assert self.sim is not None
-        return self._call(self.sim.calls)  # type: ignore[no-any-return]
+        return self._call(self.sim.calls)  # type: ignore[no-any-return] - _call returns what fn does
 
     def call(self, call_or_session_id: str) -> dict[str, Any]:
         assert self.sim is not None
-        return self._call(self.sim.call, call_or_session_id)  # type: ignore[no-any-return]
+        return self._call(self.sim.call, call_or_session_id)  # type: ignore[no-any-return] - _call returns what fn does
 
     def violations(self, call_id: str | None = None, reason: str | None = None) -> list[dict[str, Any]]:
         assert self.sim is not None
-        return self._call(self.sim.violations, call_id, reason)  # type: ignore[no-any-return]
+        return self._call(self.sim.violations, call_id, reason)  # type: ignore[no-any-return] - _call returns what fn does
 
     def deliveries(self, session_id: str | None = None, purpose: str | None = None) -> list[dict[str, Any]]:
         assert self.sim is not None
-        return self._call(self.sim.deliveries, session_id, purpose)  # type: ignore[no-any-return]
+        return self._call(self.sim.deliveries, session_id, purpose)  # type: ignore[no-any-return] - _call returns what fn does
 
     def set_wallet(self, balance_minor: int) -> None:
         assert self.sim is not None
