@@ -21,7 +21,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from bridge.audio import frame_bytes, silence, tone
+from bridge.ports import BridgeConfig
 from bridge.protocol import SUBPROTOCOL
+from bridge.server import BridgeServer
+from leadqual.campaign import Campaign
 from leadqual.errors import SautikitError
 from leadqual.models import Answer, Lead, Outcome, Score, Transcript, TranscriptEntry
 from leadqual.signing import make_bridge_token
@@ -330,3 +333,49 @@ class MediaClient:
             await self.ws.close(code)
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
+
+
+class FixedCampaigns:
+    """The campaigns port serving one campaign whatever id is asked for (tests run one campaign)."""
+
+    def __init__(self, campaign: Campaign) -> None:
+        self.campaign = campaign
+
+    def load(self, campaign_id: str) -> Campaign:
+        return self.campaign
+
+
+async def loopback_bridge(
+    campaign: Campaign,
+    engine_factory: Callable[[], Any],
+    store: MemoryStore,
+    *,
+    secret: str,
+    carrier: RecordingCarrier | None = None,
+    metrics_writer: Callable[[str], None] | None = None,
+    **config: Any,
+) -> BridgeServer:
+    """A started BridgeServer on 127.0.0.1 (an ephemeral port) with timings short enough for tests;
+    a 200 ms tone stands in for the local fallback voice. `config` overrides BridgeConfig fields."""
+    settings = BridgeConfig(
+        bridge_token_secret=secret,
+        host="127.0.0.1",
+        port=0,
+        drain_seconds=5,
+        playout_margin_s=0.02,
+        hangup_close_grace_s=0.3,
+        gauge_interval_s=0,
+        **config,
+    )
+    server = BridgeServer(
+        settings,
+        engine_factory,
+        store,
+        carrier or RecordingCarrier(),
+        RecordingNotifier(),
+        campaigns=FixedCampaigns(campaign),
+        metrics_writer=metrics_writer or (lambda line: None),
+        synthesise=lambda text, rate, lang: tone(330.0, 200, rate),
+    )
+    await server.start()
+    return server

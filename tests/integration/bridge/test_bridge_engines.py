@@ -16,14 +16,12 @@ from typing import Any
 
 import pytest
 
-from bridge.audio import tone
 from bridge.engines.base import EngineEvent, Interrupted
 from bridge.engines.gemini import GeminiLiveEngine, ReconnectPolicy, make_client
 from bridge.engines.openai_realtime import OpenAIRealtimeEngine
-from bridge.ports import BridgeConfig
 from bridge.protocol import KILL_AUDIO
 from bridge.server import BridgeServer
-from bridge.testing import MediaClient, MemoryStore, RecordingCarrier, RecordingNotifier
+from bridge.testing import MediaClient, MemoryStore, loopback_bridge
 from leadqual.campaign import Campaign
 from leadqual.models import Lead, Outcome
 from local.fakes import gemini_live as gl
@@ -66,14 +64,6 @@ class Stamped:
         return [at for at, e in self.seen if isinstance(e, kind)]
 
 
-class OneCampaign:
-    def __init__(self, campaign: Campaign) -> None:
-        self.campaign = campaign
-
-    def load(self, campaign_id: str) -> Campaign:
-        return self.campaign
-
-
 @dataclass
 class Call:
     server: BridgeServer
@@ -96,26 +86,7 @@ async def call_with(example_campaign: Campaign) -> AsyncIterator[Callable[[Calla
             engines.append(Stamped(make_engine()))
             return engines[-1]
 
-        cfg = BridgeConfig(
-            bridge_token_secret=SECRET,
-            host="127.0.0.1",
-            port=0,
-            drain_seconds=5,
-            playout_margin_s=0.02,
-            hangup_close_grace_s=0.3,
-            gauge_interval_s=0,
-        )
-        server = BridgeServer(
-            cfg,
-            factory,
-            store,
-            RecordingCarrier(),
-            RecordingNotifier(),
-            campaigns=OneCampaign(example_campaign),
-            metrics_writer=lambda line: None,
-            synthesise=lambda text, rate, lang: tone(330.0, 200, rate),
-        )
-        await server.start()
+        server = await loopback_bridge(example_campaign, factory, store, secret=SECRET)
         servers.append(server)
         client = MediaClient.for_session(server.url, SECRET, SID)
         await client.connect()
@@ -139,11 +110,13 @@ async def agent_quiet(client: MediaClient, quiet_s: float = 0.3, limit_s: float 
 
 
 async def qualify(call: Call) -> None:
-    """The lead answers each question after the agent asks it."""
+    """The lead answers each question after the agent asks it; then the call is handed over."""
     for n in range(1, len(ANSWERS) + 1):
         await agent_quiet(call.client)
         await call.client.speak(400, 500)
         await wait_until(lambda n=n: len(call.store.get_answers("L1")) >= n)
+    assert await call.client.wait_closed(15) == 1000
+    await wait_until(lambda: "L1" in call.store.outcomes)
 
 
 async def wait_until(predicate: Callable[[], bool], limit_s: float = 10.0) -> None:
@@ -183,8 +156,6 @@ async def test_gemini_live_qualifies_a_hot_lead_through_tool_calls(
     async with gl.FakeGeminiLive(script) as fake:
         call = await call_with(gemini(fake))
         await qualify(call)
-        assert await call.client.wait_closed(15) == 1000
-        await wait_until(lambda: "L1" in call.store.outcomes)
         session = fake.sessions[0]
         assert fake.violations == []
     assert_hot_transfer(call)
@@ -212,8 +183,6 @@ async def test_openai_realtime_qualifies_a_hot_lead_through_tool_calls(
     async with oai.FakeOpenAIRealtime(script=script, api_key=KEY) as fake:
         call = await call_with(openai(fake))
         await qualify(call)
-        assert await call.client.wait_closed(15) == 1000
-        await wait_until(lambda: "L1" in call.store.outcomes)
         session = fake.sessions[0]
         assert fake.violations == []
     assert_hot_transfer(call)

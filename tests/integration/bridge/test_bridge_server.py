@@ -16,10 +16,16 @@ import pytest
 from bridge.audio import silence, tone
 from bridge.engines.base import EngineEvent, Usage
 from bridge.engines.fake import FakeEngine, FakeStep
-from bridge.ports import BridgeConfig
 from bridge.protocol import KILL_AUDIO, SUBPROTOCOL
 from bridge.server import BridgeServer
-from bridge.testing import MediaClient, MemoryStore, PatchingCarrier, RecordingCarrier, RecordingNotifier
+from bridge.testing import (
+    MediaClient,
+    MemoryStore,
+    PatchingCarrier,
+    RecordingCarrier,
+    RecordingNotifier,
+    loopback_bridge,
+)
 from leadqual.campaign import Campaign, TransferStrategy
 from leadqual.models import Lead, Outcome
 from leadqual.signing import make_bridge_token
@@ -59,14 +65,6 @@ class BilledFakeEngine(FakeEngine):
         super().emit(event)
 
 
-class Campaigns:
-    def __init__(self, campaign: Campaign) -> None:
-        self.campaign = campaign
-
-    def load(self, campaign_id: str) -> Campaign:
-        return self.campaign
-
-
 @dataclass
 class Bridge:
     server: BridgeServer
@@ -101,27 +99,9 @@ async def start_bridge(
         engines.append(eng)
         return eng
 
-    cfg = BridgeConfig(
-        bridge_token_secret=SECRET,
-        host="127.0.0.1",
-        port=0,
-        drain_seconds=5,
-        playout_margin_s=0.02,
-        hangup_close_grace_s=0.3,
-        gauge_interval_s=0,
-        **config,
+    server = await loopback_bridge(
+        campaign, factory, store, secret=SECRET, carrier=carrier, metrics_writer=metrics.append, **config
     )
-    server = BridgeServer(
-        cfg,
-        factory,
-        store,
-        carrier or RecordingCarrier(),
-        RecordingNotifier(),
-        campaigns=Campaigns(campaign),
-        metrics_writer=metrics.append,
-        synthesise=lambda text, rate, lang: tone(330.0, 200, rate),
-    )
-    await server.start()
     bridge = Bridge(server, store, server.services.carrier, server.services.notifier, engines, metrics)  # type: ignore[arg-type]
     return bridge
 

@@ -15,11 +15,9 @@ import httpx
 import pytest
 from conftest import API_KEY, FROM, FakeApp, Req, wait_for
 
-from bridge.audio import tone
 from bridge.engines.fake import FakeEngine
-from bridge.ports import BridgeConfig
 from bridge.server import BridgeServer
-from bridge.testing import MemoryStore, RecordingCarrier, RecordingNotifier
+from bridge.testing import MemoryStore, loopback_bridge
 from leadqual.campaign import Campaign
 from leadqual.models import Lead
 from leadqual.signing import make_bridge_token
@@ -31,30 +29,12 @@ LEAD = "+254712000001"
 SILENT = {"numbers": {LEAD: {"says": []}}}
 
 
-class OneCampaign:
-    def __init__(self, campaign: Campaign) -> None:
-        self.campaign = campaign
-
-    def load(self, campaign_id: str) -> Campaign:
-        return self.campaign
-
-
 @pytest.fixture
 async def bridge(example_campaign: Campaign) -> AsyncIterator[tuple[BridgeServer, MemoryStore]]:
     store = MemoryStore()
-    server = BridgeServer(
-        BridgeConfig(
-            bridge_token_secret=SECRET, host="127.0.0.1", port=0, drain_seconds=2, gauge_interval_s=0
-        ),
-        lambda: FakeEngine(ms_per_word=10, min_reply_ms=100),
-        store,
-        RecordingCarrier(),
-        RecordingNotifier(),
-        campaigns=OneCampaign(example_campaign),
-        metrics_writer=lambda line: None,
-        synthesise=lambda text, rate, lang: tone(330.0, 200, rate),
+    server = await loopback_bridge(
+        example_campaign, lambda: FakeEngine(ms_per_word=10, min_reply_ms=100), store, secret=SECRET
     )
-    await server.start()
     yield server, store
     await server.drain(deadline_s=1)
 
