@@ -166,7 +166,8 @@ def test_a_crash_after_the_carrier_accepted_replays_the_stored_dial(rig: Rig) ->
     assert rig.dialer.handle_body(lead_body()).status is DialStatus.DUPLICATE
 
 
-def test_without_the_idempotency_record_a_redelivery_while_the_call_lives_is_replayed_by_the_carrier(
+@pytest.fixture
+def crashed_without_record(
     aws: Aws,
     store: DynamoStore,
     queue: LeadQueue,
@@ -174,42 +175,42 @@ def test_without_the_idempotency_record_a_redelivery_while_the_call_lives_is_rep
     campaigns: CampaignCatalog,
     clock: Clock,
     sink: RecordingSink,
-) -> None:
-    # Sautikit replays a key only while the leg lives (§1); the fake's call never ends.
+) -> Rig:
+    """A dialer with no Powertools idempotency record to fall back on, killed right after the
+    carrier accepted lead-1's dial: what its SQS redelivery meets."""
     bare = Rig(aws, store, queue, carrier, campaigns, clock, sink, idempotent=False)
     bare.dialer.fault_after_dial = once(RuntimeError("crash"))
     with pytest.raises(RuntimeError):
         bare.dialer.handle_body(lead_body())
+    return bare
+
+
+def test_without_the_idempotency_record_a_redelivery_while_the_call_lives_is_replayed_by_the_carrier(
+    crashed_without_record: Rig,
+) -> None:
+    # Sautikit replays a key only while the leg lives (§1); the fake's call never ends.
+    bare = crashed_without_record
     assert bare.dialer.handle_body(lead_body()).status is DialStatus.DIALED
 
-    assert len(carrier.requests) == 2  # the request was repeated ...
-    assert {r.client_request_id for r in carrier.requests} == {"lq-lead-1-1"}  # ... with the same key
-    assert len(carrier.placed) == 1  # ... so the carrier replayed it: one call
-    assert len(store.list_calls("lead-1")) == 1
+    assert len(bare.carrier.requests) == 2  # the request was repeated ...
+    assert {r.client_request_id for r in bare.carrier.requests} == {"lq-lead-1-1"}  # ... with the same key
+    assert len(bare.carrier.placed) == 1  # ... so the carrier replayed it: one call
+    assert len(bare.store.list_calls("lead-1")) == 1
 
 
 def test_without_the_idempotency_record_a_redelivery_after_the_recorded_end_does_not_ask_the_carrier(
-    aws: Aws,
-    store: DynamoStore,
-    queue: LeadQueue,
-    carrier: FakeCarrier,
-    campaigns: CampaignCatalog,
-    clock: Clock,
-    sink: RecordingSink,
+    crashed_without_record: Rig,
 ) -> None:
     # Once the leg ended the carrier's key is free again: only our own record can stop a second call.
-    bare = Rig(aws, store, queue, carrier, campaigns, clock, sink, idempotent=False)
-    bare.dialer.fault_after_dial = once(RuntimeError("crash"))
-    with pytest.raises(RuntimeError):
-        bare.dialer.handle_body(lead_body())
+    bare = crashed_without_record
     # What the voice webhook's no-answer callback leaves: a final state, and no session on the record.
-    store.update_call("lead-1", 1, state=CallState.NO_ANSWER)
+    bare.store.update_call("lead-1", 1, state=CallState.NO_ANSWER)
 
     again = bare.dialer.handle_body(lead_body())
 
     assert again.status is DialStatus.DUPLICATE
-    assert len(carrier.requests) == 1
-    call = store.get_call("lead-1", 1)
+    assert len(bare.carrier.requests) == 1
+    call = bare.store.get_call("lead-1", 1)
     assert call is not None
     assert (call.state, call.session_id) == (CallState.NO_ANSWER, None)
 
