@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+import httpx
 import numpy as np
 import pytest
 import yaml
@@ -240,6 +241,20 @@ class FakeApp:
         except ConnectionClosed:
             pass
         rec.close_code = ws.close_code
+
+
+async def place_call(
+    sim: Simulator, to: str, label: str | None = "lq-lead-1", **extra: Any
+) -> dict[str, Any]:
+    """POST /v1/calls from the workspace's number, as our dialer does; the 201's body."""
+    body = {"from": FROM, "to": [to], **extra}
+    if label is not None:
+        body["client_request_id"] = label
+    async with httpx.AsyncClient(trust_env=False) as c:
+        r = await c.post(f"{sim.url}/v1/calls", json=body, headers={"Authorization": f"Bearer {API_KEY}"})
+    assert r.status_code == 201, r.text
+    created: dict[str, Any] = r.json()
+    return created
 
 
 async def wait_for(predicate: Callable[[], Any], limit_s: float = 10.0) -> None:

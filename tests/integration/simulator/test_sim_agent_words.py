@@ -8,10 +8,9 @@ import json
 import re
 import time
 
-import httpx
 import numpy as np
 import pytest
-from conftest import API_KEY, FROM, send_audio, tone16k
+from conftest import place_call, send_audio, tone16k
 
 pytestmark = pytest.mark.integration
 
@@ -22,14 +21,7 @@ SECOND = "Thank you. When would be a good time to call you back next week?"
 
 
 async def place(sim, to: str = LEAD) -> dict:
-    async with httpx.AsyncClient(trust_env=False) as c:
-        r = await c.post(
-            f"{sim.url}/v1/calls",
-            json={"from": FROM, "to": [to], "client_request_id": "lq-words-1"},
-            headers={"Authorization": f"Bearer {API_KEY}"},
-        )
-    assert r.status_code == 201, r.text
-    return r.json()
+    return await place_call(sim, to, "lq-words-1")
 
 
 def agent_turns(view: dict) -> list[dict]:

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from conftest import API_KEY, FROM, FakeApp, Req, wait_for
+from conftest import API_KEY, FakeApp, Req, place_call, wait_for
 
 from bridge.engines.fake import FakeEngine
 from bridge.server import BridgeServer
@@ -61,14 +61,7 @@ def stream_to(
 
 
 async def place(sim: Any) -> str:
-    async with httpx.AsyncClient(trust_env=False) as c:
-        r = await c.post(
-            f"{sim.url}/v1/calls",
-            json={"from": FROM, "to": [LEAD], "client_request_id": "lq-tok-1"},
-            headers={"Authorization": f"Bearer {API_KEY}"},
-        )
-    assert r.status_code == 201, r.text
-    return str(r.json()["session_id"])
+    return str((await place_call(sim, LEAD, "lq-tok-1"))["session_id"])
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,9 @@ import time
 from collections import Counter
 from datetime import datetime
 
-import httpx
 import numpy as np
 import pytest
-from conftest import API_KEY, FROM
+from conftest import FROM, place_call
 
 from local.sautikit.audio import read_wav, rms
 
@@ -22,13 +21,7 @@ LEAD = "+254712000001"
 
 
 async def place(sim, to: str, label: str | None = "lq-lead-1", **extra) -> dict:
-    body = {"from": FROM, "to": [to], **extra}
-    if label is not None:
-        body["client_request_id"] = label
-    async with httpx.AsyncClient(trust_env=False) as c:
-        r = await c.post(f"{sim.url}/v1/calls", json=body, headers={"Authorization": f"Bearer {API_KEY}"})
-    assert r.status_code == 201, r.text
-    return r.json()
+    return await place_call(sim, to, label, **extra)
 
 
 def ts(value: str) -> datetime:

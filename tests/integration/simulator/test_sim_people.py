@@ -8,10 +8,9 @@ import json
 import re
 import time
 
-import httpx
 import numpy as np
 import pytest
-from conftest import API_KEY, FROM, WsRecord, send_audio, tone16k
+from conftest import WsRecord, place_call, send_audio, tone16k
 
 from local.sautikit.audio import read_wav
 
@@ -21,14 +20,7 @@ LEAD = "+254712000001"
 
 
 async def place(sim, to: str = LEAD, label: str = "lq-p-1") -> dict:
-    async with httpx.AsyncClient(trust_env=False) as c:
-        r = await c.post(
-            f"{sim.url}/v1/calls",
-            json={"from": FROM, "to": [to], "client_request_id": label},
-            headers={"Authorization": f"Bearer {API_KEY}"},
-        )
-    assert r.status_code == 201, r.text
-    return r.json()
+    return await place_call(sim, to, label)
 
 
 def frame_loud(frame: bytes, threshold: float = 400.0) -> bool:

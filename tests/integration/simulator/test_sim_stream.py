@@ -10,7 +10,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from conftest import API_KEY, FROM, FakeApp, send_audio, tone16k
+from conftest import API_KEY, FakeApp, place_call, send_audio, tone16k
 
 from local.sautikit.audio import read_wav
 
@@ -21,14 +21,7 @@ SILENT = {"numbers": {LEAD: {"says": []}}}
 
 
 async def place(sim, to: str = LEAD, label: str = "lq-s-1") -> dict:
-    async with httpx.AsyncClient(trust_env=False) as c:
-        r = await c.post(
-            f"{sim.url}/v1/calls",
-            json={"from": FROM, "to": [to], "client_request_id": label},
-            headers={"Authorization": f"Bearer {API_KEY}"},
-        )
-    assert r.status_code == 201, r.text
-    return r.json()
+    return await place_call(sim, to, label)
 
 
 async def rest_hangup(sim, call_id: str) -> None:

@@ -10,7 +10,7 @@ from datetime import datetime
 import httpx
 import numpy as np
 import pytest
-from conftest import API_KEY, FROM
+from conftest import API_KEY, place_call
 
 from local.sautikit.audio import read_wav
 
@@ -22,12 +22,7 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 async def place(sim, to: str = LEAD, label: str = "lq-t-1") -> dict:
-    async with httpx.AsyncClient(trust_env=False) as c:
-        r = await c.post(
-            f"{sim.url}/v1/calls", json={"from": FROM, "to": [to], "client_request_id": label}, headers=AUTH
-        )
-    assert r.status_code == 201, r.text
-    return r.json()
+    return await place_call(sim, to, label)
 
 
 def entries(view: dict, kind: str) -> list[dict]:
