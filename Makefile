@@ -41,8 +41,9 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# With the coverage floor of pyproject.toml; sys.monitoring keeps the measuring cheap.
 pytest: install
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	COVERAGE_CORE=sysmon $(VENV)/bin/pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 sam-validate: $(SAM)
 	$(SAM) validate --lint
