@@ -24,6 +24,14 @@ async def place(sim, to: str = LEAD) -> dict:
     return await place_call(sim, to, "lq-words-1")
 
 
+async def one_short_turn(ws, rec):
+    """The agent says one 0.6 s turn (a tone), then the app closes the stream."""
+    await asyncio.sleep(0.2)
+    await send_audio(ws, tone16k(0.6))
+    await asyncio.sleep(2.0)
+    await ws.close()
+
+
 def agent_turns(view: dict) -> list[dict]:
     return [e for e in view["timeline"] if e["kind"] == "agent_turn"]
 
@@ -105,13 +113,7 @@ async def test_agent_turns_have_no_text_unless_transcription_is_asked_for(make_s
     sim = await make_sim({"numbers": {LEAD: {"says": ["Yes."]}}})
     fake_app.answer_with(fake_app.stream_xml(after="<Hangup/>"))
 
-    async def behaviour(ws, rec):
-        await asyncio.sleep(0.2)
-        await send_audio(ws, tone16k(0.6))
-        await asyncio.sleep(2.0)
-        await ws.close()
-
-    fake_app.ws_behaviour = behaviour
+    fake_app.ws_behaviour = one_short_turn
     created = await place(sim)
     view = await sim.wait_ended(created["session_id"], 15)
     (turn,) = agent_turns(view)
@@ -151,13 +153,7 @@ async def test_without_a_working_recogniser_a_turn_says_why_it_has_no_text_and_t
     )
     fake_app.answer_with(fake_app.stream_xml(after="<Hangup/>"))
 
-    async def behaviour(ws, rec):
-        await asyncio.sleep(0.2)
-        await send_audio(ws, tone16k(0.6))
-        await asyncio.sleep(2.0)
-        await ws.close()
-
-    fake_app.ws_behaviour = behaviour
+    fake_app.ws_behaviour = one_short_turn
     created = await place(sim)
     view = await sim.wait_ended(created["session_id"], 5)  # a stuck recogniser holds the end 0.3 s at most
     (turn,) = agent_turns(view)
