@@ -16,13 +16,13 @@ from aws_lambda_powertools.event_handler import Response
 
 from leadqual.accounting import Accountant
 from leadqual.campaign import CampaignCatalog
-from leadqual.http_api import HttpResolver, map_webhook_errors, raw_body, resolve
+from leadqual.http_api import HttpResolver, map_webhook_errors, resolve, signed_body
 from leadqual.observability import MetricsSink, PowertoolsSink, logger, metrics, tracer
 from leadqual.queue import LeadQueue
 from leadqual.sautikit import SautikitClient
 from leadqual.settings import EventsSettings
 from leadqual.store import DynamoStore
-from leadqual.webhooks import parse_event, verify_request
+from leadqual.webhooks import parse_event
 
 
 @dataclass
@@ -66,8 +66,7 @@ def make_app() -> HttpResolver:
     def events() -> Response[str]:
         deps: Deps = app.context["deps"]
         event = app.current_event
-        raw = raw_body(event.raw_event)
-        verify_request(deps.webhook_secret, raw, event.headers, now=deps.now())
+        raw = signed_body(app)
         call_event = parse_event(
             raw, event.headers.get("content-type"), event.headers, event.query_string_parameters
         )

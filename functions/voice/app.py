@@ -17,11 +17,11 @@ from aws_lambda_powertools.event_handler import Response
 
 from leadqual.answering import VoiceAnswerer, VoiceConfig, with_query
 from leadqual.campaign import CampaignCatalog
-from leadqual.http_api import HttpResolver, map_webhook_errors, raw_body, resolve
+from leadqual.http_api import HttpResolver, map_webhook_errors, resolve, signed_body
 from leadqual.observability import MetricsSink, PowertoolsSink, logger, metrics
 from leadqual.settings import VoiceSettings
 from leadqual.store import DynamoStore
-from leadqual.webhooks import parse_callback, verify_request
+from leadqual.webhooks import parse_callback
 
 
 @dataclass
@@ -73,8 +73,7 @@ def make_app() -> HttpResolver:
     def voice() -> Response[str]:
         deps: Deps = app.context["deps"]
         event = app.current_event
-        raw = raw_body(event.raw_event)
-        verify_request(deps.webhook_secret, raw, event.headers, now=deps.now())
+        raw = signed_body(app)
         callback = parse_callback(raw, event.headers.get("content-type"), event.query_string_parameters or {})
         domain = event.request_context.domain_name
         status_url = deps.stream_status_url or f"https://{domain}/stream-status"

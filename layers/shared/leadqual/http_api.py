@@ -12,7 +12,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
 from leadqual.observability import Metric, logger
 from leadqual.signing import SignatureError
-from leadqual.webhooks import WebhookError
+from leadqual.webhooks import WebhookError, verify_request
 
 _resolvers = threading.local()
 
@@ -54,6 +54,16 @@ def raw_body(event: dict[str, Any]) -> bytes:
     """The body exactly as signed: HTTP API hands form posts over base64-encoded."""
     body = event.get("body") or ""
     return base64.b64decode(body) if event.get("isBase64Encoded") else str(body).encode()
+
+
+def signed_body(app: HttpResolver) -> bytes:
+    """The current request's body once its X-Sautikit-Signature checks out against the deps'
+    `webhook_secret` at `now()`; SignatureError (→ 401 by `map_webhook_errors`) otherwise."""
+    deps = app.context["deps"]
+    event = app.current_event
+    raw = raw_body(event.raw_event)
+    verify_request(deps.webhook_secret, raw, event.headers, now=deps.now())
+    return raw
 
 
 def map_webhook_errors(app: APIGatewayHttpResolver, what: str) -> None:
