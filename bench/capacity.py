@@ -314,32 +314,21 @@ async def measure_level(
     top functions are returned."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, _stall_watch(cpu, Path(tmp)) as stalls:
         async with SutProcess(kind, cpu) as sut, LoadGenerator("127.0.0.1", sut.port, secret=SECRET) as lg:
-            low = await measure_window(
-                lg,
-                sut,
-                low_calls,
-                window_s=window_s,
-                settle_s=settle_s,
-                baseline_ms=baseline_ms,
-                workdir=Path(tmp),
-                stalls=stalls,
-            )
+            window = {
+                "window_s": window_s,
+                "settle_s": settle_s,
+                "baseline_ms": baseline_ms,
+                "workdir": Path(tmp),
+                "stalls": stalls,
+            }
+            low = await measure_window(lg, sut, low_calls, **window)
             log(_step_line(kind, low))
             await lg.close_all()
             await asyncio.sleep(1.0)
             idle_rss = sut.rss_mb()
             level = None
             if calls:
-                level = await measure_window(
-                    lg,
-                    sut,
-                    calls,
-                    window_s=window_s,
-                    settle_s=settle_s,
-                    baseline_ms=baseline_ms,
-                    workdir=Path(tmp),
-                    stalls=stalls,
-                )
+                level = await measure_window(lg, sut, calls, **window)
                 log(_step_line(kind, level))
             top: list[dict[str, Any]] = []
             groups: dict[str, float] = {}

@@ -100,6 +100,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 @contextlib.contextmanager
 def moto_process(cpu: int | None) -> Iterator[tuple[str, psutil.Process]]:
     """`python -m moto.server` in its own process (pinned to `cpu`); yields its endpoint and process."""
@@ -124,11 +132,7 @@ def moto_process(cpu: int | None) -> Iterator[tuple[str, psutil.Process]]:
                 time.sleep(0.1)
         yield endpoint, psutil.Process(proc.pid)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
 
 
 @contextlib.contextmanager
@@ -170,11 +174,7 @@ def simulator_process(cpu: int | None, data_dir: Path) -> Iterator[tuple[str, ps
             raise RuntimeError(f"the simulator did not start (log: {data_dir / 'sautikit.log'})")
         yield json.loads(line)["url"], psutil.Process(proc.pid)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
         log.close()
 
 

@@ -69,55 +69,36 @@ def _foreign_note(windows: list[Window]) -> float:
 async def capacity_section(cfg: Any, sut_cpu: int | None, log: Log) -> dict[str, Any]:
     baseline = loopback_baseline_ms()
     log(f"  loopback one-way latency (subtracted): {baseline * 1000:.1f} µs")
-    bridge = await find_capacity(
-        "bridge",
-        sut_cpu,
-        ladder=cfg.bridge_ladder,
-        window_s=cfg.window_s,
-        settle_s=cfg.settle_s,
-        refine=cfg.refine,
-        baseline_ms=baseline,
-        budget_s=cfg.capacity_budget_s,
-        log=log,
-        confirm=cfg.confirm,
-    )
-    pipecat = await find_capacity(
-        "pipecat",
-        sut_cpu,
-        ladder=cfg.pipecat_ladder,
-        window_s=cfg.window_s,
-        settle_s=cfg.settle_s,
-        refine=cfg.refine,
-        baseline_ms=baseline,
-        budget_s=cfg.capacity_budget_s,
-        log=log,
-        confirm=cfg.confirm,
-    )
+    search = {
+        "window_s": cfg.window_s,
+        "settle_s": cfg.settle_s,
+        "refine": cfg.refine,
+        "baseline_ms": baseline,
+        "budget_s": cfg.capacity_budget_s,
+        "log": log,
+        "confirm": cfg.confirm,
+    }
+    bridge = await find_capacity("bridge", sut_cpu, ladder=cfg.bridge_ladder, **search)
+    pipecat = await find_capacity("pipecat", sut_cpu, ladder=cfg.pipecat_ladder, **search)
     ratio = round(bridge.capacity / pipecat.capacity, 2) if pipecat.capacity else None
     missed = bridge.capacity < GOALS["bridge_calls_per_core"].value or (ratio or 0) < PEER_RATIO_GOAL
     profile = cfg.profile and missed and bridge.capacity > 0
+    at_half = {
+        "window_s": cfg.window_s,
+        "settle_s": cfg.settle_s,
+        "baseline_ms": baseline,
+        "log": log,
+        "low_calls": cfg.low_calls,
+    }
     b_level = await measure_level(
         "bridge",
         sut_cpu,
         max(1, bridge.capacity // 2),
-        window_s=cfg.window_s,
-        settle_s=cfg.settle_s,
-        baseline_ms=baseline,
-        log=log,
-        low_calls=cfg.low_calls,
+        **at_half,
         profile_calls=bridge.capacity if profile else None,
         profile_path=LOG_DIR / "bridge.prof" if profile else None,
     )
-    p_level = await measure_level(
-        "pipecat",
-        sut_cpu,
-        max(1, pipecat.capacity // 2),
-        window_s=cfg.window_s,
-        settle_s=cfg.settle_s,
-        baseline_ms=baseline,
-        log=log,
-        low_calls=cfg.low_calls,
-    )
+    p_level = await measure_level("pipecat", sut_cpu, max(1, pipecat.capacity // 2), **at_half)
 
     def relay(level: LevelResult) -> tuple[float | None, dict[str, Any]]:
         w = level.level

@@ -90,21 +90,18 @@ def make_event(
 
 
 def handler_env(endpoint: str, table: str) -> dict[str, str]:
+    """The voice function's environment as the template sets it, DynamoDB on the moto server."""
+    from local.stack import POWERTOOLS_ENV, aws_env
+
     return {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
+        **aws_env(endpoint),
+        **POWERTOOLS_ENV,
         "TABLE_NAME": table,
         "WEBHOOK_SECRET": SECRET,
         "BRIDGE_TOKEN_SECRET": BRIDGE_SECRET,
         "BRIDGE_URL": "wss://bridge.example.com/stream",
         "FROM_NUMBER": FROM,
         "SAUTIKIT_API_KEY": "sk_test_bench",
-        "POWERTOOLS_SERVICE_NAME": "leadqual",
-        "POWERTOOLS_METRICS_NAMESPACE": "Leadqual",
-        "POWERTOOLS_LOG_LEVEL": "INFO",
     }
 
 

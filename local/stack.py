@@ -196,7 +196,8 @@ def _parent_death_signal() -> Callable[[], None] | None:
     return preexec
 
 
-def _aws_env(endpoint: str) -> dict[str, str]:
+def aws_env(endpoint: str) -> dict[str, str]:
+    """What points a process's boto3 at a moto server (test credentials, the stack's region)."""
     return {
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "test",
@@ -527,7 +528,7 @@ class LocalStack:
 
     def _base_env(self, aws_endpoint: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _AWS_SCRUB}
-        env.update(_aws_env(aws_endpoint))
+        env.update(aws_env(aws_endpoint))
         env["PYTHONUNBUFFERED"] = "1"
         # The repository first, so `python -m bridge` / `-m local.sautikit` are this checkout's.
         env["PYTHONPATH"] = os.pathsep.join(
@@ -626,7 +627,7 @@ class LocalStack:
         assert self.api is not None
         ep, opts, res = self.endpoints, self.options, self.resources
         env = {
-            **_aws_env(aws_endpoint),
+            **aws_env(aws_endpoint),
             "STAGE": "local",
             "TABLE_NAME": res.table_name,
             "IDEMPOTENCY_TABLE": res.idempotency_table_name,
