@@ -9,8 +9,8 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
+from local.lambda_runtime import moto_server
 from local.resources import LocalResourceError, create_resources, load_template
 
 pytestmark = pytest.mark.integration
@@ -20,13 +20,8 @@ REGION = "eu-west-1"
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
 
 
 def _client(service: str, endpoint: str) -> Any:

@@ -13,7 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from moto import mock_aws
-from moto.dynamodb.models import DynamoDBBackend
+from moto_locking import serialised_dynamodb
 
 from leadqual.models import Answer, CallRecord, CallState, Lead, LeadStatus, Outcome, Score, Verdict
 from leadqual.store import DynamoStore, LeadProfile, NotFound, StoreError
@@ -36,29 +36,16 @@ class Clock:
 def aws() -> Iterator[Any]:
     """One in-process moto for the module; each test gets its own fresh table.
 
-    DynamoDB applies each conditional write atomically; moto checks and writes without a lock.
-    Serialising moto's item operations makes the fake keep the real service's guarantee, so the
-    race tests below test our conditions, not moto's thread safety.
+    moto's item operations run one at a time (tests/moto_locking.py), so the race tests below test
+    our conditions, not moto's thread safety.
     """
-    lock = threading.RLock()
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("put_item", "update_item", "delete_item", "get_item", "batch_get_item"):
-            original = getattr(DynamoDBBackend, name)
-
-            def locked(
-                self: Any, *args: Any, __original: Callable[..., Any] = original, **kwargs: Any
-            ) -> Any:
-                with lock:
-                    return __original(self, *args, **kwargs)
-
-            patch.setattr(DynamoDBBackend, name, locked)
-        with mock_aws():
-            yield boto3.client(
-                "dynamodb",
-                region_name="eu-west-1",
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",
-            )
+    with serialised_dynamodb(), mock_aws():
+        yield boto3.client(
+            "dynamodb",
+            region_name="eu-west-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
 
 
 @pytest.fixture

@@ -19,12 +19,12 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 from websockets.exceptions import InvalidStatus
 
 from bridge.testing import MediaClient
 from leadqual.models import CallRecord, Lead, Outcome
 from leadqual.store import DynamoStore
+from local.lambda_runtime import moto_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -63,13 +63,8 @@ class _StubHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,7 @@ Everything is started once per module (about a second); tests use their own lead
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import boto3
 import httpx
 import pytest
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
-from moto.dynamodb.models import DynamoDBBackend
+from moto_locking import serialised_dynamodb
 from pipeline_rig import (
     API_KEY,
     BRIDGE_SECRET,
@@ -55,21 +54,8 @@ from local.sautikit import Directory, SimulatorThread
 
 @pytest.fixture(scope="module")
 def _serialised_moto() -> Iterator[None]:
-    """DynamoDB applies each conditional write atomically; moto's in-process backend does not lock.
-    Serialising its item operations gives the fake the real service's guarantee, so the races
-    below test our conditions, not moto's thread safety (as tests/integration/test_store.py does)."""
-    lock = threading.RLock()
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("put_item", "update_item", "delete_item", "get_item", "batch_get_item"):
-            original = getattr(DynamoDBBackend, name)
-
-            def locked(
-                self: Any, *args: Any, __original: Callable[..., Any] = original, **kwargs: Any
-            ) -> Any:
-                with lock:
-                    return __original(self, *args, **kwargs)
-
-            patch.setattr(DynamoDBBackend, name, locked)
+    """The races below test our conditions, not moto's thread safety (tests/moto_locking.py)."""
+    with serialised_dynamodb():
         yield
 
 

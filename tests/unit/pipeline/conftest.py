@@ -3,16 +3,14 @@ queues of template.yaml, a settable clock, campaign files, the scripted carrier.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from moto import mock_aws
-from moto.dynamodb.models import DynamoDBBackend
+from moto_locking import serialised_dynamodb
 from pipeline_fakes import NAIROBI, REGION, Aws, Clock, FakeCarrier, RecordingSink
 
 from leadqual.campaign import CampaignCatalog, builtin_campaign_path
@@ -24,20 +22,7 @@ from leadqual.store import DynamoStore
 def _aws_module() -> Iterator[Aws]:
     """One in-process moto per test module (creating the template's tables takes a third of a
     second); `aws` empties them before each test."""
-    with pytest.MonkeyPatch.context() as patch:
-        # DynamoDB applies a conditional write atomically; moto's backend does not lock. Serialising its
-        # item operations restores the real guarantee, so races test our conditions, not moto.
-        lock = threading.RLock()
-        for name in ("put_item", "update_item", "delete_item", "get_item", "batch_get_item"):
-            original = getattr(DynamoDBBackend, name)
-
-            def locked(
-                self: Any, *args: Any, __original: Callable[..., Any] = original, **kwargs: Any
-            ) -> Any:
-                with lock:
-                    return __original(self, *args, **kwargs)
-
-            patch.setattr(DynamoDBBackend, name, locked)
+    with serialised_dynamodb() as patch:
         for key, value in {
             "AWS_DEFAULT_REGION": REGION,
             "AWS_ACCESS_KEY_ID": "testing",
