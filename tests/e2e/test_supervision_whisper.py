@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import yaml
+from sim_records import events, iso, kinds, legs
 
 from leadqual.campaign import load_campaign
 from local.demo import LeadView, Watcher, enqueue, read_lead_file
@@ -96,7 +96,7 @@ def _final_sim_calls(stack: LocalStack, labels: list[str], timeout_s: float = 15
     deadline = time.monotonic() + timeout_s
     while True:
         calls = {str(c.get("client_request_id")): c for c in stack.sim_calls()}
-        pending = [label for label in labels if label not in calls or "billed" not in _kinds(calls[label])]
+        pending = [label for label in labels if label not in calls or "billed" not in kinds(calls[label])]
         if not pending:
             return calls
         assert time.monotonic() < deadline, f"calls never billed: {pending}"
@@ -137,22 +137,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
 # ----------------------------------------------------------------------------- reading the records
 
 
-def _kinds(sim: dict[str, Any]) -> list[str]:
-    return [str(e["kind"]) for e in sim["timeline"]]
-
-
-def _events(sim: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    return [e for e in sim["timeline"] if e["kind"] == kind]
-
-
-def _legs(sim: dict[str, Any], role: str) -> list[dict[str, Any]]:
-    return [leg for leg in sim["call"]["legs"] if leg["role"] == role]
-
-
-def _iso(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 def _summary(sim: dict[str, Any]) -> str:
     """The timeline without the chatter, for assertion messages."""
     skip = {"lead_speaks", "webhook", "clock_slip", "lead_done"}
@@ -162,7 +146,7 @@ def _summary(sim: dict[str, Any]) -> str:
 def _lead_heard_rms(sim: dict[str, Any], t0: float, t1: float) -> float:
     """RMS of what the lead heard (the recording's right channel) between timeline times t0 and t1."""
     audio, rate = read_wav(Path(sim["recording_path"]))
-    answered = _events(sim, "answered")[0]["t"]
+    answered = events(sim, "answered")[0]["t"]
     part = audio[int((t0 - answered) * rate) : int((t1 - answered) * rate), 1].astype(np.float32)
     return float(np.sqrt((part**2).mean())) if part.size else 0.0
 
@@ -173,10 +157,10 @@ def _agent_lines(view: LeadView) -> list[str]:
 
 def _assert_billed_to_the_second(view: LeadView, sim: dict[str, Any]) -> None:
     for leg in sim["call"]["legs"]:
-        connected = (_iso(leg["ended_at"]) - _iso(leg["answered_at"])).total_seconds()
+        connected = (iso(leg["ended_at"]) - iso(leg["answered_at"])).total_seconds()
         assert leg["billed_seconds"] - 1.002 < connected <= leg["billed_seconds"] + 0.002, leg
         assert leg["cost_minor"] == leg["billed_seconds"] * RATE_PER_SECOND_MINOR, leg
-    (lead_leg,) = _legs(sim, "lead")
+    (lead_leg,) = legs(sim, "lead")
     record = view.calls[-1]
     assert record.billed_seconds == lead_leg["billed_seconds"] == sim["call"]["duration_seconds"]
     assert (
@@ -193,19 +177,19 @@ def test_the_rep_is_on_the_line_before_the_summary_and_heard_by_the_lead_after_b
     view, sim = run.lead("whisper-rep")
     why = _summary(sim)
     assert len(view.answers) == 4, view.answers  # qualified: all four questions answered
-    (requested,) = _events(sim, "supervision_requested")
+    (requested,) = events(sim, "supervision_requested")
     assert requested["mode"] == "whisper", why
-    (active,) = _events(sim, "supervision_active")
+    (active,) = events(sim, "supervision_active")
     assert active["number"] == REP, why
     # One PATCH, to barge, sent once the rep was on the line (no PATCH probing for the pickup).
-    (barge,) = _events(sim, "supervision_mode")
+    (barge,) = events(sim, "supervision_mode")
     assert (barge["mode"], barge["previous"], barge["status"]) == ("barge", "whisper", "active"), why
     # While the rep's phone rang the lead heard nothing: the summary waited for the pickup.
     assert _lead_heard_rms(sim, requested["t"] + 0.2, active["t"]) < QUIET_RMS, why
 
     # The summary: the lead heard the agent between the rep's pickup and the switch to barge
     # (whisper: the rep heard it too), and it is the bridge's summary line.
-    summary = [e for e in _events(sim, "agent_turn") if active["t"] < e["t"] < barge["t"]]
+    summary = [e for e in events(sim, "agent_turn") if active["t"] < e["t"] < barge["t"]]
     assert summary, why
     assert summary[0]["duration_s"] >= 1.0, why
     agent = _agent_lines(view)
@@ -214,10 +198,10 @@ def test_the_rep_is_on_the_line_before_the_summary_and_heard_by_the_lead_after_b
         i for i, line in enumerate(agent) if line.startswith("I'm connecting you with")
     ), agent
     # Nothing from the agent after barge: it fell silent for the rep.
-    assert not [e for e in _events(sim, "agent_turn") if e["t"] > barge["t"] + 0.5], why
+    assert not [e for e in events(sim, "agent_turn") if e["t"] > barge["t"] + 0.5], why
 
     # The rep: heard by the agent alone while whispering, by the lead once barged in.
-    said = _events(sim, "rep_says")
+    said = events(sim, "rep_says")
     whispered = [e for e in said if e["mode"] == "whisper"]
     to_lead = [e for e in said if e["mode"] == "barge"]
     assert whispered, why
@@ -227,7 +211,7 @@ def test_the_rep_is_on_the_line_before_the_summary_and_heard_by_the_lead_after_b
     line = to_lead[0]
     assert _lead_heard_rms(sim, line["t"] + 0.2, line["t"] + line["duration_s"] - 0.2) > SPEECH_RMS, why
 
-    (hangup,) = _events(sim, "hangup")
+    (hangup,) = events(sim, "hangup")
     assert (hangup["by"], hangup["cause"]) == ("rep", "normal_clearing"), why
     assert hangup["t"] > line["t"] + line["duration_s"], why  # the rep said it all before leaving
     assert view.outcome == "hot_transferred", why
@@ -235,10 +219,10 @@ def test_the_rep_is_on_the_line_before_the_summary_and_heard_by_the_lead_after_b
     assert sim["call"]["supervision"]["supervisor"] == {"type": "phone", "number": REP}
 
     # The rep's leg is billed per second from pickup, beside the lead's.
-    (sup_leg,) = _legs(sim, "supervisor")
+    (sup_leg,) = legs(sim, "supervisor")
     assert sup_leg["number"] == REP
     assert sup_leg["billed_seconds"] >= 1
-    assert _iso(sup_leg["answered_at"]) < _iso(sup_leg["ended_at"])
+    assert iso(sup_leg["answered_at"]) < iso(sup_leg["ended_at"])
     _assert_billed_to_the_second(view, sim)
     assert sim["violations"] == []
 
@@ -250,13 +234,13 @@ def test_a_rep_who_never_answers_leaves_a_callback_with_the_fallback_line(run: R
     view, sim = run.lead("whisper-norep")
     why = _summary(sim)
     assert len(view.answers) == 4, view.answers
-    (requested,) = _events(sim, "supervision_requested")
+    (requested,) = events(sim, "supervision_requested")
     assert requested["mode"] == "whisper", why
-    assert _events(sim, "supervision_active") == [], why
-    assert _events(sim, "supervision_mode") == [], why  # nothing to switch
-    assert _events(sim, "rep_says") == [], why
+    assert events(sim, "supervision_active") == [], why
+    assert events(sim, "supervision_mode") == [], why  # nothing to switch
+    assert events(sim, "rep_says") == [], why
     # The bridge gave the rep the campaign's ring timeout, then removed the supervision.
-    (removed,) = _events(sim, "supervision_ended")
+    (removed,) = events(sim, "supervision_ended")
     assert removed["by"] == "app", why
     assert RING_TIMEOUT_S - 0.5 <= removed["t"] - requested["t"] <= RING_TIMEOUT_S + 3, why
     assert sim["call"]["supervision"]["status"] == "ended"
@@ -264,7 +248,7 @@ def test_a_rep_who_never_answers_leaves_a_callback_with_the_fallback_line(run: R
     # While it rang the lead heard nothing (no summary for a rep who is not there); then the
     # fallback line, heard by the lead, then a REST hang-up.
     assert _lead_heard_rms(sim, requested["t"] + 0.2, removed["t"]) < QUIET_RMS, why
-    (hangup,) = _events(sim, "hangup")
+    (hangup,) = events(sim, "hangup")
     assert (hangup["by"], hangup["cause"]) == ("app", "api_hangup"), why
     assert _lead_heard_rms(sim, removed["t"] + 0.3, hangup["t"] - 0.3) > SPEECH_RMS, why
     agent = _agent_lines(view)

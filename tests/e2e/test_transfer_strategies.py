@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from sim_records import events, iso, kinds, legs
 
 from local.demo import LeadView, Watcher, enqueue, read_lead_file
 from local.stack import DEFAULT_CAMPAIGN, DEFAULT_DIRECTORY, LocalStack, StackOptions
@@ -139,9 +139,9 @@ def _final_sim_calls(stack: LocalStack, labels: list[str], timeout_s: float = 15
     deadline = time.monotonic() + timeout_s
     while True:
         calls = {str(c.get("client_request_id")): c for c in stack.sim_calls()}
-        if all(label in calls and "billed" in _kinds(calls[label]) for label in labels):
+        if all(label in calls and "billed" in kinds(calls[label]) for label in labels):
             return calls
-        pending = [label for label in labels if label not in calls or "billed" not in _kinds(calls[label])]
+        pending = [label for label in labels if label not in calls or "billed" not in kinds(calls[label])]
         assert time.monotonic() < deadline, f"calls never billed: {pending}"
         time.sleep(0.3)
 
@@ -161,32 +161,16 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 # ----------------------------------------------------------------------------- reading the records
 
 
-def _kinds(sim: dict[str, Any]) -> list[str]:
-    return [str(e["kind"]) for e in sim["timeline"]]
-
-
-def _events(sim: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    return [e for e in sim["timeline"] if e["kind"] == kind]
-
-
-def _legs(sim: dict[str, Any], role: str) -> list[dict[str, Any]]:
-    return [leg for leg in sim["call"]["legs"] if leg["role"] == role]
-
-
-def _iso(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 def _assert_billed_to_the_second(view: LeadView, sim: dict[str, Any]) -> None:
     """Every connected leg bills ceil(connected seconds) at 5 minor units a second; the store holds
     the carrier's figures for the lead's leg and the call's total."""
     for leg in sim["call"]["legs"]:
-        connected = (_iso(leg["ended_at"]) - _iso(leg["answered_at"])).total_seconds()
+        connected = (iso(leg["ended_at"]) - iso(leg["answered_at"])).total_seconds()
         # A started second counts whole. The timestamps are rounded to the millisecond (2 ms slack).
         assert leg["billed_seconds"] - 1.002 < connected <= leg["billed_seconds"] + 0.002, leg
         assert leg["billed_seconds"] >= 1, leg
         assert leg["cost_minor"] == leg["billed_seconds"] * RATE_PER_SECOND_MINOR, leg
-    (lead_leg,) = _legs(sim, "lead")
+    (lead_leg,) = legs(sim, "lead")
     record = view.calls[-1]
     assert str(record.state) == "completed"
     assert record.billed_seconds == lead_leg["billed_seconds"] == sim["call"]["duration_seconds"]
@@ -211,16 +195,16 @@ def test_a_cold_lead_is_hung_up_through_the_api_never_by_closing_the_stream(run:
     view, sim = run.lead(strategy, "cold")
     why = _summary(sim)
     assert view.outcome == "cold_closed", why
-    (hangup,) = _events(sim, "hangup")
+    (hangup,) = events(sim, "hangup")
     assert (hangup["by"], hangup["cause"]) == ("app", "api_hangup"), why
     # The app hung up first; the switch then closed the stream. Not the app closing the stream,
     # which under dial_after_stream (and verbs running) would have run the <Dial>.
-    (close,) = _events(sim, "stream_close")
+    (close,) = events(sim, "stream_close")
     assert close["by"] == "switch", why
     assert close["t"] >= hangup["t"], why
     assert not [v for v in sim["verbs"] if v["verb"] == "dial"], why
-    assert "transfer_ringing" not in _kinds(sim), why
-    assert "supervision_requested" not in _kinds(sim), why
+    assert "transfer_ringing" not in kinds(sim), why
+    assert "supervision_requested" not in kinds(sim), why
     assert sim["call"]["transfers"] == []
     assert sim["call"]["supervision"] is None
     assert [leg["role"] for leg in sim["call"]["legs"]] == ["lead"]
@@ -236,20 +220,20 @@ def test_hot_dial_after_stream(run: Run) -> None:
     view, sim = run.lead(DIAL, "hot")
     why = _summary(sim)
     assert len(view.answers) == 4, view.answers  # qualified: all four questions answered
-    (close,) = _events(sim, "stream_close")
+    (close,) = events(sim, "stream_close")
     assert (close["by"], close["reason"]) == ("app", "transfer"), why  # the bridge hands over by closing
     record = view.calls[-1]
     assert record.transferred_to == REP
     if run.verbs_after_stream:
         # The <Dial> after the stream runs: the rep is rung, answers, talks with the lead, hangs up.
         assert [v["numbers"] for v in sim["verbs"] if v["verb"] == "dial"] == [[REP]], why
-        (answered,) = _events(sim, "transfer_answered")
+        (answered,) = events(sim, "transfer_answered")
         assert (answered["number"], answered["via"]) == (REP, "dial"), why
         assert answered["t"] >= close["t"]
-        assert all(e["audible_to_lead"] for e in _events(sim, "rep_says")), why
-        (rep_leg,) = _legs(sim, "rep")
+        assert all(e["audible_to_lead"] for e in events(sim, "rep_says")), why
+        (rep_leg,) = legs(sim, "rep")
         assert rep_leg["number"] == REP
-        (hangup,) = _events(sim, "hangup")
+        (hangup,) = events(sim, "hangup")
         assert (hangup["by"], hangup["cause"]) == ("rep", "normal_clearing"), why
         # The carrier's DialCompleted confirmed the rep leg, so the transfer counts.
         assert (record.transfer_status, record.transfer_seconds) == ("answered", rep_leg["billed_seconds"])
@@ -258,12 +242,12 @@ def test_hot_dial_after_stream(run: Run) -> None:
     else:
         # §7.3: nothing after <Stream connect="true"> runs. The <Dial> never runs, nobody is rung,
         # and the lead sits in silence until they hang up.
-        assert "verbs_after_stream_suppressed" in _kinds(sim), why
+        assert "verbs_after_stream_suppressed" in kinds(sim), why
         assert not [v for v in sim["verbs"] if v["verb"] == "dial"], why
-        assert "transfer_ringing" not in _kinds(sim), why
+        assert "transfer_ringing" not in kinds(sim), why
         assert sim["call"]["transfers"] == []
         assert [leg["role"] for leg in sim["call"]["legs"]] == ["lead"]
-        (hangup,) = _events(sim, "hangup")
+        (hangup,) = events(sim, "hangup")
         assert (hangup["by"], hangup["cause"]) == ("lead", "silence"), why
         assert hangup["t"] - close["t"] >= HOT_SILENCE_HANGUP_S - 0.5
         # No DialCompleted comes, so the hand-off is not counted as a transfer: the lead is to be
@@ -287,18 +271,18 @@ def test_hot_supervise_barge(run: Run) -> None:
     view, sim = run.lead(BARGE, "hot")
     why = _summary(sim)
     assert len(view.answers) == 4, view.answers
-    (requested,) = _events(sim, "supervision_requested")
+    (requested,) = events(sim, "supervision_requested")
     assert requested["mode"] == "barge", why
-    (answered,) = _events(sim, "transfer_answered")
+    (answered,) = events(sim, "transfer_answered")
     assert (answered["number"], answered["via"]) == (REP, "supervision"), why
     assert sim["call"]["supervision"]["supervisor"] == {"type": "phone", "number": REP}
     assert sim["call"]["supervision"]["mode"] == "barge", why
-    assert [e for e in _events(sim, "rep_says") if e["audible_to_lead"]], why  # the lead hears the rep
-    (rep_leg,) = _legs(sim, "supervisor")
+    assert [e for e in events(sim, "rep_says") if e["audible_to_lead"]], why  # the lead hears the rep
+    (rep_leg,) = legs(sim, "supervisor")
     assert rep_leg["number"] == REP
     assert not [v for v in sim["verbs"] if v["verb"] == "dial"], why
-    assert "verbs_after_stream_suppressed" not in _kinds(sim), why  # the stream outlived the call
-    (hangup,) = _events(sim, "hangup")
+    assert "verbs_after_stream_suppressed" not in kinds(sim), why  # the stream outlived the call
+    (hangup,) = events(sim, "hangup")
     assert (hangup["by"], hangup["cause"]) == ("rep", "normal_clearing"), why
     assert view.outcome == "hot_transferred", why
     assert view.calls[-1].transferred_to == REP
