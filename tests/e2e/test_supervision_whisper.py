@@ -12,7 +12,6 @@ Two hot leads on one stack, each on a campaign derived from the demo campaign:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,10 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from sim_records import events, iso, kinds, legs
+from sim_records import events, iso, legs, run_to_outcomes
 
 from leadqual.campaign import load_campaign
-from local.demo import LeadView, Watcher, enqueue, read_lead_file
+from local.demo import LeadView, read_lead_file
 from local.sautikit.audio import read_wav
 from local.stack import DEFAULT_CAMPAIGN, DEFAULT_DIRECTORY, LocalStack, StackOptions
 
@@ -91,18 +90,6 @@ def _write_inputs(folder: Path) -> tuple[Path, list[Path], Path]:
     return directory_path, campaigns, leads_path
 
 
-def _final_sim_calls(stack: LocalStack, labels: list[str], timeout_s: float = 15.0) -> dict[str, Any]:
-    """The simulator's views once each call is billed (its timeline then ends with `billed`)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        calls = {str(c.get("client_request_id")): c for c in stack.sim_calls()}
-        pending = [label for label in labels if label not in calls or "billed" not in kinds(calls[label])]
-        if not pending:
-            return calls
-        assert time.monotonic() < deadline, f"calls never billed: {pending}"
-        time.sleep(0.3)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     folder = tmp_path_factory.mktemp("supervision-whisper")
@@ -111,22 +98,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     campaign_ids = {campaign_id for _, campaign_id, _ in LEADS.values()}
     leads, invalid = read_lead_file(leads_path, "sup_whisper", campaign_ids)
     assert invalid == []
-    views = [LeadView(row.lead) for row in leads]
     options = StackOptions(run_dir=folder / "run", directory=directory, campaigns=campaigns)
     with LocalStack(options) as stack:
-        enqueue(stack, [row.lead for row in leads])
-        watcher = Watcher(stack, views)
-        deadline = time.monotonic() + WAIT_S
-        while not watcher.done():
-            stack.check()
-            unfinished = {v.lead_id: v.why_unfinished() for v in views if v.outcome is None}
-            assert time.monotonic() < deadline, f"unfinished after {WAIT_S:.0f} s: {unfinished}"
-            time.sleep(0.5)
-            watcher.poll()
-        sim_calls = _final_sim_calls(stack, [v.calls[-1].client_request_id for v in views if v.calls])
-        violations = stack.sim_violations()
+        views, sim_calls, violations = run_to_outcomes(stack, [row.lead for row in leads], WAIT_S)
     return Run(
-        {v.lead_id: v for v in views},
+        views,
         sim_calls,
         violations,
         fallback_line=transfer.fallback_line,

@@ -20,16 +20,15 @@ summary once the rep is on the line, PATCH to barge) is tests/e2e/test_supervisi
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from sim_records import events, iso, kinds, legs
+from sim_records import events, iso, kinds, legs, run_to_outcomes
 
-from local.demo import LeadView, Watcher, enqueue, read_lead_file
+from local.demo import LeadView, read_lead_file
 from local.stack import DEFAULT_CAMPAIGN, DEFAULT_DIRECTORY, LocalStack, StackOptions
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(420)]
@@ -112,7 +111,6 @@ def _run_campaigns(folder: Path, verbs_after_stream: bool) -> Run:
     leads, invalid = read_lead_file(leads_path, CAMPAIGN_IDS[DIAL], set(CAMPAIGN_IDS.values()))
     assert invalid == []
     assert len(leads) == len(LEADS)
-    views = [LeadView(row.lead) for row in leads]
     options = StackOptions(
         run_dir=folder / "run",
         directory=directory,
@@ -120,30 +118,8 @@ def _run_campaigns(folder: Path, verbs_after_stream: bool) -> Run:
         verbs_after_stream=verbs_after_stream,
     )
     with LocalStack(options) as stack:
-        enqueue(stack, [row.lead for row in leads])
-        watcher = Watcher(stack, views)
-        deadline = time.monotonic() + WAIT_S
-        while not watcher.done():
-            stack.check()
-            unfinished = {v.lead_id: v.why_unfinished() for v in views if v.outcome is None}
-            assert time.monotonic() < deadline, f"unfinished after {WAIT_S:.0f} s: {unfinished}"
-            time.sleep(0.5)
-            watcher.poll()
-        sim_calls = _final_sim_calls(stack, [v.calls[-1].client_request_id for v in views if v.calls])
-        violations = stack.sim_violations()
-    return Run(verbs_after_stream, tag, {v.lead_id: v for v in views}, sim_calls, violations)
-
-
-def _final_sim_calls(stack: LocalStack, labels: list[str], timeout_s: float = 15.0) -> dict[str, Any]:
-    """The simulator's views once each call is billed (its timeline then ends with `billed`)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        calls = {str(c.get("client_request_id")): c for c in stack.sim_calls()}
-        if all(label in calls and "billed" in kinds(calls[label]) for label in labels):
-            return calls
-        pending = [label for label in labels if label not in calls or "billed" not in kinds(calls[label])]
-        assert time.monotonic() < deadline, f"calls never billed: {pending}"
-        time.sleep(0.3)
+        views, sim_calls, violations = run_to_outcomes(stack, [row.lead for row in leads], WAIT_S)
+    return Run(verbs_after_stream, tag, views, sim_calls, violations)
 
 
 @pytest.fixture(
